@@ -1,0 +1,299 @@
+"""Run configuration: omegaconf structured dataclasses, YAML + dotlist overrides, validated before anything starts.
+
+Why structured configs: an unknown key or a wrong type in a YAML file is caught at load time with the key's full
+name, instead of surfacing as an AttributeError an hour into a multi-node job. Cross-field checks that need the
+model architecture or the world size (TP dividing heads, batch divisibility) run in :func:`validate` before any
+process group or model exists.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+try:  # the mixed-task data config (contract 6); embedded as-is so one YAML file describes the whole run
+    from liquid_train.data import DataConfig as _DataConfig  # type: ignore
+except Exception:  # pragma: no cover - only while the data package is not importable
+    _DataConfig = None
+
+
+class ConfigError(ValueError):
+    """A run configuration problem; the message names the offending key and what to do."""
+
+
+@dataclass
+class ModelConfig:
+    family: str = "qwen2.5"
+    """Model family key of ``liquid_train.models.families`` (qwen2.5, llama3.2, gemma2, gemma)."""
+    size: str = "tiny"
+    init_from: Optional[str] = None
+    """A converted model checkpoint (``tools/convert_checkpoint.py hf-to-megatron`` output) to start from;
+    None trains from scratch. Ignored when the run resumes from its own checkpoint."""
+    vocab: Optional[str] = None
+    """``liquid_vocab.json`` (or its directory). Defaults to the one next to ``init_from``; ``test`` uses
+    ``default_test_vocab()`` (tiny CPU runs)."""
+    precision: str = "auto"
+    """auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp8 (Transformer Engine, GPU only)."""
+    fp8_recipe: str = "delayed"
+    num_params: Optional[int] = None
+    """Non-embedding parameter count; filled in by the trainer and written to the run's config.yaml."""
+
+
+@dataclass
+class ParallelConfig:
+    tensor_parallel: int = 1
+    pipeline_parallel: int = 1
+    virtual_pipeline_parallel: Optional[int] = None
+    """Model chunks per pipeline rank (interleaved 1F1B); None = plain 1F1B."""
+    sequence_parallel: bool = False
+    use_distributed_optimizer: Optional[bool] = None
+    """None = auto: True on GPU; False on CPU, where the distributed optimizer's checkpoint does not round-trip."""
+    overlap_grad_reduce: bool = True
+    overlap_param_gather: bool = False
+    seed: int = 1234
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "adam"
+    lr: float = 2.0e-5
+    min_lr: float = 0.0
+    weight_decay: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1.0e-8
+    clip_grad: float = 1.0
+    """Max global grad norm (the paper uses 0.5 for >= 7B); 0 disables clipping."""
+    z_loss_weight: float = 0.0
+    """Weight of the z-loss ``mean(logsumexp(logits)^2)`` (the paper uses it for >= 7B); 0 disables."""
+
+
+@dataclass
+class ScheduleConfig:
+    style: str = "constant"
+    """constant | cosine | wsd | linear."""
+    warmup_steps: Optional[int] = None
+    warmup_fraction: float = 0.0
+    """Used when warmup_steps is None (the paper: 3% for cosine runs)."""
+    decay_steps: Optional[int] = None
+    """Steps over which the LR decays to min_lr; None = train.iters."""
+    wsd_decay_fraction: float = 0.1
+    """WSD: fraction of decay_steps spent in the final anneal."""
+    wsd_decay_style: str = "linear"
+
+
+@dataclass
+class TrainConfig:
+    iters: int = 100
+    global_batch_size: int = 8
+    micro_batch_size: int = 2
+    max_consecutive_nan: int = 5
+    """Abort after this many non-finite losses in a row (each one is skipped and counted)."""
+    eval_interval: int = 0
+    """Validate every N steps (and at the end); 0 disables."""
+    eval_iters: int = 2
+    """Micro-batch groups (global batches) per task per validation."""
+    exit_after_iters: Optional[int] = None
+    """Stop (with a checkpoint) after this many steps of this launch; None = run to iters."""
+
+
+@dataclass
+class CheckpointConfig:
+    save_interval: int = 0
+    """Save every N steps (0: only at the end and on SIGTERM/SIGUSR1)."""
+    keep_last: int = 2
+    async_save: bool = False
+    resume: bool = True
+    """Auto-resume from ``<run_dir>/checkpoints/latest`` when it exists."""
+    save_at_end: bool = True
+    dir: Optional[str] = None
+    """Defaults to ``<run_dir>/checkpoints``."""
+
+
+@dataclass
+class SamplingConfig:
+    interval: int = 0
+    """Every N steps, draw T2I samples for the prompts below and write a PNG grid; 0 disables."""
+    prompts: List[str] = field(default_factory=lambda: ["a red circle on a blue background"])
+    vq_tokenizer: Optional[str] = None
+    """Name or path for ``data_pipeline.vq.load_vq_tokenizer``; default: the vocabulary's ``vq_tokenizer``."""
+    cfg_scale: float = 3.0
+    temperature: float = 1.0
+    top_k: int = 0
+    """0 = greedy."""
+    image_tokens: Optional[int] = None
+    """Codes per image (h*w); default: from the data config's image grid, else a square of num_image_tokens."""
+    seed: int = 0
+
+
+@dataclass
+class LoggingConfig:
+    log_interval: int = 1
+    tensorboard: bool = True
+    wandb_mode: str = "offline"
+    """offline (default; no network) | online | disabled."""
+    wandb_project: str = "liquid-train"
+    wandb_name: Optional[str] = None
+    peak_tflops: Optional[float] = None
+    """Peak dense TFLOP/s per device used for MFU; None = looked up for known GPUs (bf16/fp8), unknown on CPU."""
+    progress: bool = True
+
+
+def _data_field():
+    if _DataConfig is not None:
+        return field(default_factory=_DataConfig)
+    return field(default_factory=dict)
+
+
+@dataclass
+class RunConfig:
+    run_dir: str = MISSING
+    model: ModelConfig = field(default_factory=ModelConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    data: Any = _data_field()
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+
+if _DataConfig is not None:  # give the data field its real type so its keys are checked too
+    RunConfig.__annotations__["data"] = _DataConfig
+    RunConfig = dataclasses.dataclass(RunConfig)  # type: ignore[misc]
+
+
+def _key_of(err: OmegaConfBaseException) -> str:
+    key = getattr(err, "full_key", None) or getattr(err, "key", None)
+    return str(key) if key else "?"
+
+
+def load_config(path: Optional[str] = None, overrides: Optional[List[str]] = None, base: Any = None):
+    """YAML file (optional) + ``key=value`` overrides -> a typed ``RunConfig`` (omegaconf DictConfig).
+
+    Every problem is raised as one :class:`ConfigError` naming the key.
+    """
+    schema = OmegaConf.structured(RunConfig)
+    try:
+        merged = schema
+        if base is not None:
+            merged = OmegaConf.merge(merged, base if not dataclasses.is_dataclass(base) else OmegaConf.structured(base))
+        if path is not None:
+            if not os.path.exists(path):
+                raise ConfigError(f"{path}: config file not found")
+            merged = OmegaConf.merge(merged, OmegaConf.load(path))
+        if overrides:
+            bad = [o for o in overrides if "=" not in o]
+            if bad:
+                raise ConfigError(f"override {bad[0]!r} is not of the form key=value")
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+    except ConfigError:
+        raise
+    except OmegaConfBaseException as err:
+        where = f" in {path}" if path else ""
+        msg = str(err).splitlines()[0]
+        raise ConfigError(f"config key '{_key_of(err)}'{where}: {msg}") from None
+    missing = sorted(OmegaConf.missing_keys(merged))
+    if missing:
+        raise ConfigError(f"config key '{missing[0]}' is required (set it in the YAML or as {missing[0]}=...)")
+    return merged
+
+
+_STYLES = ("constant", "cosine", "wsd", "linear")
+_PRECISIONS = ("auto", "fp32", "bf16", "fp8")
+
+
+def _require(cond: bool, key: str, message: str) -> None:
+    if not cond:
+        raise ConfigError(f"config key '{key}': {message}")
+
+
+def validate(cfg, world_size: int, arch: Any = None, cuda_available: Optional[bool] = None) -> None:
+    """Cross-field checks that must hold before a process group or model is built.
+
+    ``arch`` is the family architecture (anything with num_attention_heads / num_query_groups / num_layers
+    attributes or keys); when given, TP and PP are checked against it.
+    """
+    p, t = cfg.parallel, cfg.train
+    _require(p.tensor_parallel >= 1, "parallel.tensor_parallel", "must be >= 1")
+    _require(p.pipeline_parallel >= 1, "parallel.pipeline_parallel", "must be >= 1")
+    mp = p.tensor_parallel * p.pipeline_parallel
+    _require(world_size % mp == 0, "parallel.tensor_parallel",
+             f"tensor_parallel x pipeline_parallel = {mp} does not divide the world size {world_size}")
+    dp = world_size // mp
+    _require(t.micro_batch_size >= 1, "train.micro_batch_size", "must be >= 1")
+    _require(t.global_batch_size % (t.micro_batch_size * dp) == 0, "train.global_batch_size",
+             f"{t.global_batch_size} is not divisible by micro_batch_size x data_parallel = "
+             f"{t.micro_batch_size} x {dp}")
+    _require(t.iters >= 1, "train.iters", "must be >= 1")
+    _require(t.max_consecutive_nan >= 1, "train.max_consecutive_nan", "must be >= 1")
+    if p.virtual_pipeline_parallel is not None:
+        _require(p.pipeline_parallel > 1, "parallel.virtual_pipeline_parallel", "needs pipeline_parallel > 1")
+        n_micro = t.global_batch_size // (t.micro_batch_size * dp)
+        _require(n_micro % p.pipeline_parallel == 0, "parallel.virtual_pipeline_parallel",
+                 f"interleaved 1F1B needs the number of micro-batches ({n_micro}) divisible by pipeline_parallel")
+    if p.sequence_parallel:
+        _require(p.tensor_parallel > 1, "parallel.sequence_parallel", "needs tensor_parallel > 1")
+    s = cfg.schedule
+    _require(s.style in _STYLES, "schedule.style", f"{s.style!r} is not one of {_STYLES}")
+    warmup = warmup_steps(cfg)
+    decay = s.decay_steps or t.iters
+    _require(0 <= warmup < max(decay, 1) or (s.style == "constant" and warmup <= decay), "schedule.warmup_steps",
+             f"warmup ({warmup}) must be shorter than the decay steps ({decay})")
+    _require(0 < s.wsd_decay_fraction <= 1, "schedule.wsd_decay_fraction", "must lie in (0, 1]")
+    o = cfg.optimizer
+    _require(o.name in ("adam", "sgd"), "optimizer.name", f"{o.name!r} is not adam or sgd")
+    _require(o.lr > 0 and 0 <= o.min_lr <= o.lr, "optimizer.min_lr", "need 0 <= min_lr <= lr and lr > 0")
+    _require(o.clip_grad >= 0, "optimizer.clip_grad", "must be >= 0")
+    _require(o.z_loss_weight >= 0, "optimizer.z_loss_weight", "must be >= 0")
+    m = cfg.model
+    _require(m.precision in _PRECISIONS, "model.precision", f"{m.precision!r} is not one of {_PRECISIONS}")
+    if cuda_available is None:
+        import torch
+
+        cuda_available = torch.cuda.is_available()
+    if m.precision in ("fp8",) and not cuda_available:
+        raise ConfigError("config key 'model.precision': fp8 needs a GPU with Transformer Engine; use fp32 or "
+                          "auto on CPU")
+    ck = cfg.checkpoint
+    _require(ck.keep_last >= 1, "checkpoint.keep_last", "must be >= 1 (the latest checkpoint is always kept)")
+    _require(ck.save_interval >= 0, "checkpoint.save_interval", "must be >= 0")
+    _require(cfg.logging.wandb_mode in ("offline", "online", "disabled"), "logging.wandb_mode",
+             "must be offline, online or disabled")
+    if arch is not None:
+        get = (lambda k: arch.get(k)) if isinstance(arch, dict) else (lambda k: getattr(arch, k, None))
+        heads, groups, layers = get("num_attention_heads"), get("num_query_groups"), get("num_layers")
+        if heads is not None:
+            _require(heads % p.tensor_parallel == 0, "parallel.tensor_parallel",
+                     f"{p.tensor_parallel} does not divide the {heads} attention heads of "
+                     f"{m.family} {m.size}")
+        if groups is not None:
+            _require(groups % p.tensor_parallel == 0 or p.tensor_parallel % groups == 0, "parallel.tensor_parallel",
+                     f"{p.tensor_parallel} and the {groups} key/value heads of {m.family} {m.size} do not divide")
+        if layers is not None:
+            chunks = p.pipeline_parallel * (p.virtual_pipeline_parallel or 1)
+            _require(layers % chunks == 0, "parallel.pipeline_parallel",
+                     f"{layers} layers of {m.family} {m.size} do not split into {chunks} pipeline chunks")
+
+
+def warmup_steps(cfg) -> int:
+    s = cfg.schedule
+    if s.warmup_steps is not None:
+        return int(s.warmup_steps)
+    return int(round(s.warmup_fraction * (s.decay_steps or cfg.train.iters)))
+
+
+def save_resolved(cfg, run_dir: str) -> str:
+    """Write the resolved config to ``<run_dir>/config.yaml`` atomically."""
+    os.makedirs(run_dir, exist_ok=True)
+    path = os.path.join(run_dir, "config.yaml")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(OmegaConf.to_yaml(cfg, resolve=True))
+    os.replace(tmp, path)
+    return path
