@@ -1,0 +1,50 @@
+"""``liquid-train --config configs/runs/<run>.yaml key=value ...``: start or resume a mix-pretraining run.
+
+Launch with torchrun for several processes (``torchrun --nproc-per-node 8 -m liquid_train.cli --config ...``);
+a plain single process works on CPU. Configuration errors are reported as one line naming the key.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import List, Optional
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="liquid-train", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", "-c", help="run YAML (configs/runs/*.yaml)")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. train.iters=100 parallel.tensor_parallel=2")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from liquid_train.training.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as err:
+        print(f"liquid-train: {err}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        from omegaconf import OmegaConf
+
+        print(OmegaConf.to_yaml(cfg))
+        return 0
+    from liquid_train.training import TrainingAborted, run
+
+    try:
+        result = run(cfg)
+    except ConfigError as err:
+        print(f"liquid-train: {err}", file=sys.stderr)
+        return 2
+    except TrainingAborted as err:
+        print(f"liquid-train: training aborted: {err}", file=sys.stderr)
+        return 3
+    if result.get("preempted"):
+        print(f"liquid-train: preempted; checkpoint saved at step {result.get('step')}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
