@@ -295,6 +295,7 @@ class Trainer:
         summary = summarize(stats.cpu())
         finite = math.isfinite(summary["loss"]) and (summary["z_loss"] is None or math.isfinite(summary["z_loss"]))
         grad_norm = None
+        lr_used = self.optimizer.param_groups[0]["lr"]
         if finite:
             ok, grad_norm, _ = self.optimizer.step()
             if ok:
@@ -309,6 +310,7 @@ class Trainer:
                     f"{self.iteration + 1}); lower optimizer.lr, raise optimizer.z_loss_weight or set "
                     f"optimizer.clip_grad, and resume from the last checkpoint")
         summary["grad_norm"] = float(grad_norm) if grad_norm is not None else None
+        summary["lr"] = lr_used
         return summary
 
     # --- validation -------------------------------------------------------------------------------------------
@@ -369,13 +371,12 @@ class Trainer:
                     **{f"loss/{k}": summary[f"loss/{k}"] for k in TASK_NAMES},
                     **{f"tokens/{k}": summary[f"tokens/{k}"] for k in TASK_NAMES},
                     "image_top1": summary["image_top1"], "z_loss": summary["z_loss"],
-                    "grad_norm": summary["grad_norm"], "lr": self.scheduler.get_lr(self.optimizer.param_groups[0]),
+                    "grad_norm": summary["grad_norm"], "lr": summary["lr"],
                     "consumed_samples": self.consumed_samples, "consumed_tokens": self.consumed_tokens,
                     "flops": self.flops, "tokens_per_s": tokens_per_step / elapsed, "tflops_per_gpu": tflops,
                     "mfu": (tflops / self.peak_tflops) if self.peak_tflops else None,
                     "peak_mem_gb": _peak_mem_gb(), "skipped_steps": self.skipped_steps, "step_time_s": elapsed,
                 }
-                record["lr"] = self.optimizer.param_groups[0]["lr"]
                 metrics.log(record)
                 last = record
                 if progress is not None:
