@@ -8,6 +8,7 @@ resampling pixels that the crop throws away.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
@@ -61,8 +62,13 @@ def decode_image(data: bytes, cfg: PreprocessConfig) -> Image.Image:
                 img.draft("RGB", (cfg.resolution * 2, cfg.resolution * 2))
             img.load()
     except Exception as e:
-        raise Rejected(CORRUPT_IMAGE, f"{type(e).__name__}: {e}") from None
+        raise Rejected(CORRUPT_IMAGE, _describe(e)) from None
     return img
+
+
+def _describe(e: Exception) -> str:
+    """Error text without object addresses, so sidecars are identical across reruns."""
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", f"{type(e).__name__}: {e}")
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -111,7 +117,7 @@ def preprocess_image(img: Image.Image, cfg: PreprocessConfig) -> Tuple[np.ndarra
     except Rejected:
         raise
     except Exception as e:  # truncated data surfacing only at convert/resize time
-        raise Rejected(CORRUPT_IMAGE, f"{type(e).__name__}: {e}") from None
+        raise Rejected(CORRUPT_IMAGE, _describe(e)) from None
     return arr, {"orig_size": [w, h], "crop_box": box}
 
 

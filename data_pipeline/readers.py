@@ -153,13 +153,13 @@ def iter_tar(path: str) -> Iterator[RawRecord]:
                 k, ext = _key_and_ext(info.name)
                 if ext == "" or os.path.basename(info.name).startswith("."):
                     continue
-                data = tf.extractfile(info).read()
-                if len(data) != info.size:
-                    raise tarfile.ReadError(f"member {info.name} truncated")
                 if key is not None and k != key:
                     yield _tar_record(path, key, members)
                     members = {}
-                key = k
+                key = k  # set before reading, so a truncation is charged to the sample being read
+                data = tf.extractfile(info).read()
+                if len(data) != info.size:
+                    raise tarfile.ReadError(f"member {info.name} truncated")
                 members[ext] = data
     except (tarfile.TarError, EOFError, OSError, ValueError) as e:
         yield RawRecord(f"{os.path.basename(path)}#{key or '?'}", reject=TRUNCATED_TAR,
