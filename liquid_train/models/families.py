@@ -1,0 +1,148 @@
+"""Registry of base-model architectures: the real Hugging Face hyperparameters of every supported family and size.
+
+Each :class:`ModelArch` carries everything that changes the math of the forward pass (GQA, qkv bias, RoPE theta and
+Llama-3 scaling, norm epsilon, tied embeddings, SwiGLU vs GeGLU, Gemma's sqrt(hidden) embedding scale and (1+w) norms,
+Gemma 2's soft-capping, post-norms, alternating sliding window, query_pre_attn_scalar), so the builder and the HF
+converter never guess. Values are copied from each model's public ``config.json``. ``tiny`` sizes keep the family's
+math with a few hundred thousand parameters, for tests and the CPU quickstart.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Dict, Optional, Tuple
+
+
+@dataclass(frozen=True)
+class ModelArch:
+    family: str
+    size: str
+    hf_model_type: str  # transformers `model_type`: qwen2 / llama / gemma2 / gemma
+    num_layers: int
+    hidden_size: int
+    ffn_hidden_size: int
+    num_attention_heads: int
+    num_query_groups: int
+    head_dim: int
+    vocab_size: int  # base model's embedding rows (HF config.vocab_size)
+    max_position_embeddings: int
+    rope_theta: float
+    norm_eps: float
+    tie_embeddings: bool
+    activation: str = "swiglu"  # "swiglu" (silu-gated) or "geglu" (gelu tanh-gated)
+    qkv_bias: bool = False
+    # Llama-3 RoPE scaling (None = off); low/high freq factors and original context as in HF `rope_scaling`.
+    rope_scaling_factor: Optional[float] = None
+    rope_low_freq_factor: float = 1.0
+    rope_high_freq_factor: float = 4.0
+    rope_original_max_position: int = 8192
+    embedding_scale: bool = False  # Gemma: embeddings multiplied by sqrt(hidden_size)
+    norm_zero_centered: bool = False  # Gemma: HF norm weight w means (1 + w); converted at import
+    post_norms: bool = False  # Gemma 2: post-attention and post-feedforward norms
+    attn_logit_softcap: Optional[float] = None
+    final_logit_softcap: Optional[float] = None
+    sliding_window: Optional[int] = None  # Gemma 2: on layers 0, 2, 4, ... (HF layer_idx % 2 == 0)
+    query_pre_attn_scalar: Optional[float] = None  # softmax scale = query_pre_attn_scalar ** -0.5
+    bos_token_id: int = 1
+    eos_token_id: int = 2
+    pad_token_id: int = 0
+    tokenizer_vocab_size: Optional[int] = None  # real tokenizer length when smaller than vocab_size (Qwen2.5)
+
+    @property
+    def softmax_scale(self) -> float:
+        base = self.query_pre_attn_scalar if self.query_pre_attn_scalar is not None else self.head_dim
+        return float(base) ** -0.5
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def num_params(self, vocab_rows: Optional[int] = None, include_embeddings: bool = False) -> int:
+        """Parameter count (non-embedding by default)."""
+        h, f, L = self.hidden_size, self.ffn_hidden_size, self.num_layers
+        q = self.num_attention_heads * self.head_dim
+        kv = self.num_query_groups * self.head_dim
+        attn = h * (q + 2 * kv) + q * h + (q + 2 * kv if self.qkv_bias else 0)
+        mlp = 3 * h * f
+        norms = (4 if self.post_norms else 2) * h
+        total = L * (attn + mlp + norms) + h
+        if include_embeddings:
+            rows = vocab_rows or self.vocab_size
+            total += rows * h * (1 if self.tie_embeddings else 2)
+        return total
+
+
+def _qwen(size, L, h, f, heads, kv, vocab, tied, eps, max_pos):
+    return ModelArch("qwen2.5", size, "qwen2", L, h, f, heads, kv, h // heads, vocab, max_pos, 1_000_000.0, eps,
+                     tied, "swiglu", qkv_bias=True, bos_token_id=151643, eos_token_id=151643,
+                     pad_token_id=151643, tokenizer_vocab_size=151665)
+
+
+def _llama(size, L, h, f, heads, kv, head_dim):
+    return ModelArch("llama3.2", size, "llama", L, h, f, heads, kv, head_dim, 128256, 131072, 500_000.0, 1e-5,
+                     True, "swiglu", rope_scaling_factor=32.0, bos_token_id=128000, eos_token_id=128001,
+                     pad_token_id=128004)
+
+
+def _gemma2(size, L, h, f, heads, kv, head_dim, qscalar):
+    return ModelArch("gemma2", size, "gemma2", L, h, f, heads, kv, head_dim, 256000, 8192, 10_000.0, 1e-6, True,
+                     "geglu", embedding_scale=True, norm_zero_centered=True, post_norms=True,
+                     attn_logit_softcap=50.0, final_logit_softcap=30.0, sliding_window=4096,
+                     query_pre_attn_scalar=qscalar, bos_token_id=2, eos_token_id=1, pad_token_id=0)
+
+
+FAMILIES: Dict[str, Dict[str, ModelArch]] = {
+    "qwen2.5": {
+        "0.5b": _qwen("0.5b", 24, 896, 4864, 14, 2, 151936, True, 1e-6, 32768),
+        "1.5b": _qwen("1.5b", 28, 1536, 8960, 12, 2, 151936, True, 1e-6, 131072),
+        "3b": _qwen("3b", 36, 2048, 11008, 16, 2, 151936, True, 1e-6, 32768),
+        "7b": _qwen("7b", 28, 3584, 18944, 28, 4, 152064, False, 1e-6, 131072),
+        "14b": _qwen("14b", 48, 5120, 13824, 40, 8, 152064, False, 1e-5, 131072),
+        "32b": _qwen("32b", 64, 5120, 27648, 40, 8, 152064, False, 1e-5, 131072),
+    },
+    "llama3.2": {
+        "1b": _llama("1b", 16, 2048, 8192, 32, 8, 64),
+        "3b": _llama("3b", 28, 3072, 8192, 24, 8, 128),
+    },
+    "gemma2": {
+        "2b": _gemma2("2b", 26, 2304, 9216, 8, 4, 256, 256.0),
+        "9b": _gemma2("9b", 42, 3584, 14336, 16, 8, 256, 256.0),
+        "27b": _gemma2("27b", 46, 4608, 36864, 32, 16, 128, 144.0),
+    },
+    "gemma": {
+        "7b": ModelArch("gemma", "7b", "gemma", 28, 3072, 24576, 16, 16, 256, 256000, 8192, 10_000.0, 1e-6, True,
+                        "geglu", embedding_scale=True, norm_zero_centered=True, bos_token_id=2, eos_token_id=1,
+                        pad_token_id=0),
+    },
+}
+
+# Tiny sizes: same family math, small shapes and a 512-row base vocabulary (test tokenizers are built to match).
+_TINY_SHAPE = dict(num_layers=2, hidden_size=64, ffn_hidden_size=128, num_attention_heads=4, num_query_groups=2,
+                   head_dim=16, vocab_size=512, max_position_embeddings=1024)
+FAMILIES["qwen2.5"]["tiny"] = replace(FAMILIES["qwen2.5"]["0.5b"], size="tiny", **_TINY_SHAPE, bos_token_id=497,
+                                      eos_token_id=497, pad_token_id=497, tokenizer_vocab_size=500)
+FAMILIES["llama3.2"]["tiny"] = replace(FAMILIES["llama3.2"]["1b"], size="tiny", **_TINY_SHAPE, bos_token_id=256,
+                                       eos_token_id=257, pad_token_id=260)
+FAMILIES["gemma2"]["tiny"] = replace(FAMILIES["gemma2"]["2b"], size="tiny", **_TINY_SHAPE, sliding_window=4,
+                                     query_pre_attn_scalar=24.0)
+FAMILIES["gemma"]["tiny"] = replace(FAMILIES["gemma"]["7b"], size="tiny", **_TINY_SHAPE)
+
+FAMILY_ALIASES = {"qwen": "qwen2.5", "qwen2": "qwen2.5", "llama": "llama3.2", "llama3": "llama3.2",
+                  "gemma-2": "gemma2", "gemma1": "gemma"}
+
+
+def list_families() -> Dict[str, Tuple[str, ...]]:
+    return {fam: tuple(sizes) for fam, sizes in FAMILIES.items()}
+
+
+def get_model_arch(family: str, size: str) -> ModelArch:
+    """Look up an architecture; one clear error listing what exists when the name is unknown."""
+    fam = FAMILY_ALIASES.get(family.lower(), family.lower())
+    if fam not in FAMILIES:
+        raise KeyError(f"unknown model family {family!r}; known: {sorted(FAMILIES)}")
+    key = size.lower()
+    if key not in FAMILIES[fam]:
+        raise KeyError(f"unknown size {size!r} for family {fam!r}; known: {sorted(FAMILIES[fam])}")
+    return FAMILIES[fam][key]
+
+
+def arch_from_dict(data: dict) -> ModelArch:
+    return ModelArch(**{k: v for k, v in data.items() if k in ModelArch.__dataclass_fields__})
