@@ -23,7 +23,7 @@ def _causal(b, s):
 def test_forward_backward_and_block_mask(parallel, family):
     arch = get_model_arch(family, "tiny")
     vocab = default_test_vocab(base_vocab_size=512, num_image_tokens=64)
-    model = build_model(arch, vocab)
+    model = build_model(arch, vocab)()
     b, s = 2, 16
     tokens = torch.randint(0, vocab.vocab_size, (b, s))
     pos = torch.arange(s).expand(b, s)

@@ -75,6 +75,7 @@ def transformer_config(arch: ModelArch, precision: str = "fp32", tp: Optional[in
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     tp = tp or parallel_state.get_tensor_model_parallel_world_size()
     pp = pp or parallel_state.get_pipeline_model_parallel_world_size()
+    vpp = vpp or parallel_state.get_virtual_pipeline_model_parallel_world_size()
     check_divisibility(arch, tp, pp, vpp)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     act = F.silu if arch.activation == "swiglu" else functools.partial(F.gelu, approximate="tanh")
@@ -151,9 +152,10 @@ def _install_hooks(model, arch: ModelArch, rows: VocabRows) -> None:
         model.output_layer.register_forward_hook(logits_hook)
 
 
-def build_model(arch: ModelArch, vocab: Union[int, LiquidVocab, VocabRows], precision: str = "fp32",
-                pre_process: Optional[bool] = None, post_process: Optional[bool] = None,
-                vp_stage: Optional[int] = None, use_te: Optional[bool] = None, config=None, **config_overrides):
+def build_gpt_model(arch: ModelArch, vocab: Union[int, LiquidVocab, VocabRows], precision: str = "fp32",
+                    pre_process: Optional[bool] = None, post_process: Optional[bool] = None,
+                    vp_stage: Optional[int] = None, use_te: Optional[bool] = None, config=None,
+                    **config_overrides):
     """A GPTModel for this rank's pipeline stage (or the given one); parallel state must be initialised."""
     from megatron.core import parallel_state
     from megatron.core.models.gpt import GPTModel
@@ -181,15 +183,23 @@ def build_model(arch: ModelArch, vocab: Union[int, LiquidVocab, VocabRows], prec
     return model
 
 
-def make_model_provider(arch: ModelArch, vocab: Union[int, LiquidVocab, VocabRows], precision: str = "fp32",
-                        **kwargs) -> Callable:
-    """``model_provider(pre_process, post_process, vp_stage=None)`` for megatron-style training loops."""
+def build_model(arch: ModelArch, vocab: Union[int, LiquidVocab, VocabRows], precision: str = "fp32",
+                **kwargs) -> Callable:
+    """``model_provider(pre_process=None, post_process=None, vp_stage=None) -> GPTModel`` (megatron's factory).
 
-    def model_provider(pre_process: bool = True, post_process: bool = True, vp_stage: Optional[int] = None):
-        return build_model(arch, vocab, precision, pre_process=pre_process, post_process=post_process,
-                           vp_stage=vp_stage, **kwargs)
+    ``pre_process``/``post_process`` default to this rank's pipeline position; kwargs go to
+    :func:`build_gpt_model` (``use_te``, TransformerConfig overrides such as ``recompute``).
+    """
+
+    def model_provider(pre_process: Optional[bool] = None, post_process: Optional[bool] = None,
+                       vp_stage: Optional[int] = None):
+        return build_gpt_model(arch, vocab, precision, pre_process=pre_process, post_process=post_process,
+                               vp_stage=vp_stage, **kwargs)
 
     return model_provider
+
+
+make_model_provider = build_model
 
 
 def build_model_chunks(arch: ModelArch, vocab, precision: str = "fp32", **kwargs):
@@ -198,5 +208,5 @@ def build_model_chunks(arch: ModelArch, vocab, precision: str = "fp32", **kwargs
 
     vpp = parallel_state.get_virtual_pipeline_model_parallel_world_size()
     if not vpp or vpp == 1:
-        return [build_model(arch, vocab, precision, **kwargs)]
-    return [build_model(arch, vocab, precision, vp_stage=i, vpp=vpp, **kwargs) for i in range(vpp)]
+        return [build_gpt_model(arch, vocab, precision, **kwargs)]
+    return [build_gpt_model(arch, vocab, precision, vp_stage=i, **kwargs) for i in range(vpp)]
