@@ -46,6 +46,17 @@ class _AtomicIndexedWriter:
         os.replace(self.tmp + ".bin", self.prefix + ".bin")
         os.replace(self.tmp + ".idx", self.prefix + ".idx")
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:  # failed build: leave nothing behind that looks like data
+            self.builder.data_file.close()
+            for suffix in (".bin", ".idx"):
+                if os.path.exists(self.tmp + suffix):
+                    os.unlink(self.tmp + suffix)
+        return False
+
 
 def _length_stats(lengths: List[int]) -> Dict:
     if not lengths:
@@ -82,7 +93,7 @@ def build_pairs(shards_dir: str, tokenizer_path: str, output_prefix: str, batch_
             image_lengths.append(codes.size)
 
     total = sum(s["written"] for s in sides)
-    with tqdm(total=total, unit="pair", desc="build pairs", disable=not progress) as bar:
+    with writer, tqdm(total=total, unit="pair", desc="build pairs", disable=not progress) as bar:
         pending = []
         for shard in shards:
             for sample in iter_shard(shard):
@@ -101,9 +112,9 @@ def build_pairs(shards_dir: str, tokenizer_path: str, output_prefix: str, batch_
                     pending = []
         flush(pending)
         bar.update(len(pending))
-    if codebook_size is not None and max_code >= codebook_size:
-        raise ValueError(f"codes reach {max_code} but {vq_names[0]} has {codebook_size} codes")
-    writer.finalize()
+        if codebook_size is not None and max_code >= codebook_size:
+            raise ValueError(f"{shards_dir}: codes reach {max_code} but {vq_names[0]} has {codebook_size} codes")
+        writer.finalize()
     meta = {"kind": "pairs", "tokenizer": os.path.abspath(tokenizer_path), "num_documents": len(caption_lengths),
             "num_sequences": 2 * len(caption_lengths),
             "num_tokens": int(sum(caption_lengths) + sum(image_lengths)),
@@ -141,7 +152,7 @@ def build_text(inputs: Sequence[str], tokenizer_path: str, output_prefix: str, t
             writer.add_document([np.asarray(ids, dtype=np.int32)])
             lengths.append(len(ids))
 
-    with tqdm(unit="doc", desc="build text", disable=not progress) as bar:
+    with writer, tqdm(unit="doc", desc="build text", disable=not progress) as bar:
         for path in files:
             pending = []
             for doc in iter_text_documents(path, text_key, txt_mode):
@@ -158,7 +169,7 @@ def build_text(inputs: Sequence[str], tokenizer_path: str, output_prefix: str, t
                     pending = []
             flush(pending)
             bar.update(len(pending))
-    writer.finalize()
+        writer.finalize()
     meta = {"kind": "text", "tokenizer": os.path.abspath(tokenizer_path), "num_documents": len(lengths),
             "num_sequences": len(lengths), "num_tokens": int(sum(lengths)), "document_tokens": _length_stats(lengths),
             "dtype": "int32", "skipped": skipped, "sources": files}
