@@ -99,7 +99,10 @@ def load_data_config(path: str, overrides: Optional[List[str]] = None) -> DataCo
         raw = raw["data"]
     schema = OmegaConf.structured(DataConfig)
     try:
-        merged = OmegaConf.merge(schema, raw, OmegaConf.from_dotlist(list(overrides or [])))
+        merged = OmegaConf.merge(schema, raw)
+        if "mixture" in raw:  # replace, not merge: a task left out of the file has weight 0, not the default 1
+            OmegaConf.update(merged, "mixture", raw["mixture"], merge=False)
+        merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides or [])))
         cfg = OmegaConf.to_object(merged)
     except Exception as exc:  # omegaconf's messages name the key; prefix the file
         raise ValueError(f"{path}: {exc}") from exc
