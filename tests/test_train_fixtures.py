@@ -197,16 +197,37 @@ BASE_OVERRIDES = [
 ]
 
 
+def save_init_checkpoint(path: str) -> None:
+    """A model-only dist checkpoint (``{"model": ...}``, contract 4) of the tiny model at TP=1/PP=1, so runs at
+    every layout start from the same weights."""
+    from megatron.core import dist_checkpointing
+    from liquid_train.vocab import default_test_vocab
+
+    init_parallel()
+    try:
+        vocab = default_test_vocab()
+        model = tiny_provider(vocab.padded_vocab_size(2))()
+        os.makedirs(path, exist_ok=True)
+        dist_checkpointing.save({"model": model.sharded_state_dict()}, path)
+        vocab.save(path)
+    finally:
+        destroy_parallel()
+
+
 def main(argv):
     from liquid_train.training import ModelProvider, TrainingAborted, load_config, run
     from liquid_train.vocab import default_test_vocab
+
+    if argv and argv[0] == "--save-init":
+        save_init_checkpoint(argv[1])
+        return 0
 
     cfg = load_config(overrides=BASE_OVERRIDES + list(argv))
     p = cfg.parallel
     init_parallel(p.tensor_parallel, p.pipeline_parallel, p.virtual_pipeline_parallel, p.seed)
     vocab = default_test_vocab()
     try:
-        model = ModelProvider(tiny_provider(vocab.padded_vocab_size(p.tensor_parallel)), vocab, arch=None)
+        model = ModelProvider(tiny_provider(vocab.padded_vocab_size(2)), vocab, arch=None)
         run(cfg, model, synthetic_data(vocab), init_parallel=False)
     except TrainingAborted as err:
         print(f"ABORTED: {err}", file=sys.stderr)

@@ -149,23 +149,21 @@ def _data_field():
     return field(default_factory=dict)
 
 
+_DataType = _DataConfig if _DataConfig is not None else Any
+
+
 @dataclass
 class RunConfig:
     run_dir: str = MISSING
     model: ModelConfig = field(default_factory=ModelConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
-    data: Any = _data_field()
+    data: _DataType = _data_field()  # type: ignore[valid-type]
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
-
-
-if _DataConfig is not None:  # give the data field its real type so its keys are checked too
-    RunConfig.__annotations__["data"] = _DataConfig
-    RunConfig = dataclasses.dataclass(RunConfig)  # type: ignore[misc]
 
 
 def _key_of(err: OmegaConfBaseException) -> str:
