@@ -58,14 +58,15 @@ def vocab_parallel_argmax(logits: torch.Tensor) -> torch.Tensor:
 
 
 def liquid_loss(logits: torch.Tensor, labels: torch.Tensor, loss_mask: torch.Tensor, task_ids: torch.Tensor,
-                image_token_offset: int, image_token_end: int, z_loss_weight: float = 0.0
-                ) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, torch.Tensor]]:
+                image_token_offset: int, image_token_end: int, z_loss_weight: float = 0.0,
+                position_ids: torch.Tensor = None) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, torch.Tensor]]:
     """Loss for one micro-batch on the last pipeline stage.
 
     ``logits``: [b, s, V/tp] (megatron GPTModel's output without labels); the rest [b, s].
     Returns (sum of token losses incl. z-loss, number of loss tokens, reduced stats) where the stats tensor holds,
     as float64 sums: [ce_sum, tokens, ce_sum/text, tokens/text, ce/t2i, tok/t2i, ce/i2t, tok/i2t, zloss_sum,
-    image_correct, image_tokens].
+    image_correct, image_tokens, samples/text, samples/t2i, samples/i2t] (a sample starts where its position id
+    restarts at 0).
     """
     from megatron.core.tensor_parallel import vocab_parallel_cross_entropy
 
@@ -91,12 +92,14 @@ def liquid_loss(logits: torch.Tensor, labels: torch.Tensor, loss_mask: torch.Ten
         parts.append(zsum.detach().double())
         image_mask = (mask > 0) & (labels >= image_token_offset) & (labels < image_token_end)
         parts += [((pred == labels) & image_mask).sum().double(), image_mask.sum().double()]
+        starts = (position_ids == 0) if position_ids is not None else torch.zeros_like(task_ids, dtype=torch.bool)
+        parts += [(starts & (task_ids == task)).sum().double() for task in range(len(TASK_NAMES))]
         stats = torch.stack(parts)
     return total, num_tokens, {"stats": stats}
 
 
 STAT_NAMES = ("ce", "tokens", "ce/text", "tokens/text", "ce/t2i", "tokens/t2i", "ce/i2t", "tokens/i2t", "zloss",
-              "image_correct", "image_tokens")
+              "image_correct", "image_tokens", "samples/text", "samples/t2i", "samples/i2t")
 
 
 def summarize(stats: torch.Tensor) -> Dict[str, float]:
@@ -110,4 +113,6 @@ def summarize(stats: torch.Tensor) -> Dict[str, float]:
     out["z_loss"] = s["zloss"] / s["tokens"] if s["tokens"] else None
     out["image_top1"] = s["image_correct"] / s["image_tokens"] if s["image_tokens"] else None
     out["loss_tokens"] = int(s["tokens"])
+    for task in TASK_NAMES:
+        out[f"samples/{task}"] = int(s[f"samples/{task}"])
     return out

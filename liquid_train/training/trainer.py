@@ -262,7 +262,7 @@ class Trainer:
     def _loss_func(self, batch, output):
         return liquid_loss(output, batch["labels"], batch["loss_mask"], batch["task_ids"],
                            self.vocab.image_token_offset, self.vocab.image_token_end,
-                           self.cfg.optimizer.z_loss_weight)
+                           self.cfg.optimizer.z_loss_weight, batch.get("position_ids"))
 
     def _run_schedule(self, micro_batches: List[Dict], forward_only: bool):
         from megatron.core.pipeline_parallel import get_forward_backward_func
@@ -370,6 +370,7 @@ class Trainer:
                     "kind": "train", "step": self.iteration, "loss": summary["loss"],
                     **{f"loss/{k}": summary[f"loss/{k}"] for k in TASK_NAMES},
                     **{f"tokens/{k}": summary[f"tokens/{k}"] for k in TASK_NAMES},
+                    **{f"samples/{k}": summary[f"samples/{k}"] for k in TASK_NAMES},
                     "image_top1": summary["image_top1"], "z_loss": summary["z_loss"],
                     "grad_norm": summary["grad_norm"], "lr": summary["lr"],
                     "consumed_samples": self.consumed_samples, "consumed_tokens": self.consumed_tokens,
@@ -415,7 +416,8 @@ def default_model_provider(cfg, precision: str) -> ModelProvider:
     from liquid_train.vocab import LiquidVocab, default_test_vocab
 
     arch = families.get_model_arch(cfg.model.family, cfg.model.size)
-    vocab_path = cfg.model.vocab or cfg.model.init_from
+    data_vocab = cfg.data.get("vocab") if hasattr(cfg.data, "get") else getattr(cfg.data, "vocab", None)
+    vocab_path = cfg.model.vocab or data_vocab or cfg.model.init_from
     if cfg.model.vocab == "test":
         vocab = default_test_vocab()
     elif vocab_path:
