@@ -97,11 +97,20 @@ class VQTokenizer:
 
     ``encode`` takes pixels in [-1, 1] (float, [B,3,H,W]); on GPU it runs the encoder in ``dtype`` (bf16 by
     default) with channels_last memory, while nearest-code search is always fp32.
+
+    ``micro_batch``: images per encoder call. On GPU the whole batch (throughput grows with batch size). On CPU,
+    by default, as many images as keep the first level's activations near 1M values (ch x H x W x images), because
+    beyond cache-sized activations the per-image cost of the oneDNN convolutions *grows* with batch size. Measured
+    on 2 cores: full-size encoder at 128 px 3.9 img/s at 1 image per call vs 2.2 at 32; tiny encoder at 64 px
+    129 img/s at 1 vs 150 at 8.
     """
+    CPU_ACTIVATION_BUDGET = 1 << 20
 
     def __init__(self, module: torch.nn.Module, name: str, device: str | torch.device = "cpu",
-                 dtype: Optional[torch.dtype] = None, channels_last: Optional[bool] = None):
+                 dtype: Optional[torch.dtype] = None, channels_last: Optional[bool] = None,
+                 micro_batch: Optional[int] = None):
         device = torch.device(device)
+        self.micro_batch = micro_batch
         if dtype is None:
             dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         if channels_last is None:
@@ -132,7 +141,16 @@ class VQTokenizer:
         x = pixels.to(self.device, non_blocking=True).to(self.dtype)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.module.encode_indices(x)
+        step = self.micro_batch or self._default_micro_batch(x)
+        if step >= x.shape[0]:
+            return self.module.encode_indices(x)
+        return torch.cat([self.module.encode_indices(x[i:i + step]) for i in range(0, x.shape[0], step)])
+
+    def _default_micro_batch(self, x: torch.Tensor) -> int:
+        if self.device.type != "cpu":
+            return x.shape[0]
+        ch = getattr(getattr(self.module, "config", None), "ch", 128)
+        return max(1, self.CPU_ACTIVATION_BUDGET // (ch * x.shape[-1] * x.shape[-2]))
 
     @torch.inference_mode()
     def encode_uint8(self, images: torch.Tensor) -> torch.Tensor:
