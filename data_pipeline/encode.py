@@ -135,7 +135,12 @@ def run_encode(cfg: EncodeConfig, tokenizer=None) -> Dict:
 
     ranks: RankInfo = detect_rank(rank=cfg.rank, world_size=cfg.world_size)
     os.makedirs(cfg.output_dir, exist_ok=True)
-    units = plan_units(expand_inputs(cfg.inputs), cfg.rows_per_shard, cfg.image_root)
+    out_abs = os.path.abspath(cfg.output_dir) + os.sep
+    # our own shards are .tar files too: never read them back as inputs when the output lies inside an input dir
+    files = [f for f in expand_inputs(cfg.inputs) if not f.startswith(out_abs)]
+    if not files:
+        raise FileNotFoundError(f"no input files in {cfg.inputs} outside the output directory {cfg.output_dir}")
+    units = plan_units(files, cfg.rows_per_shard, cfg.image_root)
     mine = [u for u in units if u.index % ranks.world_size == ranks.rank]
     todo = [u for u in mine if not is_done(cfg.output_dir, u.index)]
     if cfg.max_units is not None:

@@ -10,6 +10,7 @@ import glob
 import io
 import json
 import os
+import socket
 import tarfile
 from typing import Dict, Iterator, List, Optional
 
@@ -28,7 +29,7 @@ def sidecar_path(shard: str) -> str:
 
 
 def atomic_write_json(path: str, obj) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
+    tmp = f"{path}.tmp.{socket.gethostname()}.{os.getpid()}"  # ranks on other nodes may write the same file
     with open(tmp, "w") as f:
         json.dump(obj, f, indent=1, sort_keys=True)
         f.write("\n")

@@ -236,3 +236,11 @@ def test_sigkilled_encode_resumed_by_cli_is_identical(inputs, tmp_path):
     assert not mismatch and not errors
     summary = json.loads((out / "summary.json").read_text())
     assert summary["complete"] and summary["balanced"] and summary["rejected"] == EXPECTED_REJECTED
+
+
+def test_output_inside_input_dir_is_not_read_back(tmp_path):
+    write_wds_tar(str(tmp_path / "in.tar"), [{"__key__": f"{i}", "png": _good(i), "txt": b"c"} for i in range(3)])
+    first = run_encode(_cfg(tmp_path, tmp_path / "out"))
+    second = run_encode(_cfg(tmp_path, tmp_path / "out"))
+    assert first["summary"]["units_total"] == second["summary"]["units_total"] == 1
+    assert second["run"]["units_skipped"] == 1 and second["summary"]["written"] == 3
