@@ -244,3 +244,37 @@ def test_output_inside_input_dir_is_not_read_back(tmp_path):
     second = run_encode(_cfg(tmp_path, tmp_path / "out"))
     assert first["summary"]["units_total"] == second["summary"]["units_total"] == 1
     assert second["run"]["units_skipped"] == 1 and second["summary"]["written"] == 3
+
+
+@pytest.mark.distributed
+def test_two_concurrent_rank_processes_cover_all_units_once(inputs, tmp_path):
+    """Two real processes with torchrun-style env write into one directory at the same time."""
+    run_encode(_cfg(inputs, tmp_path / "ref"))
+    out = tmp_path / "two"
+    args = [sys.executable, "-m", "data_pipeline", "encode", str(inputs), "-o", str(out), "--vq",
+            "chameleon-vqgan-tiny", "--resolution", "64", "--batch-size", "4", "--num-workers", "0",
+            "--rows-per-shard", "5", "--device", "cpu", "--no-progress"]
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank),
+               "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        procs.append(subprocess.Popen(args, env=env, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    runs = [json.loads(o[0].decode()[o[0].decode().index("{"):])["this_run"] for o in outs]
+    assert sorted(r["rank"] for r in runs) == [0, 1] and sum(r["units_done"] for r in runs) == 7
+    names = _all_files(tmp_path / "ref")
+    assert _all_files(out) == names
+    _, mismatch, errors = filecmp.cmpfiles(tmp_path / "ref", out, names, shallow=False)
+    assert not mismatch and not errors
+    assert json.loads((out / "summary.json").read_text())["complete"]
+
+
+def test_shards_are_readable_by_webdataset(inputs, tmp_path):
+    import webdataset as wds
+    run_encode(_cfg(inputs, tmp_path / "out"))
+    shard = str(tmp_path / "out" / "shard-000000.tar")
+    samples = list(wds.WebDataset(shard, shardshuffle=False).decode())
+    assert len(samples) == 11
+    assert samples[0]["codes.npy"].dtype == np.int16 and samples[0]["codes.npy"].shape == (8, 8)
+    assert samples[0]["txt"] == "a picture number 0" and samples[0]["json"]["source"].endswith("#000000000")
