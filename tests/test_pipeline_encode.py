@@ -278,3 +278,10 @@ def test_shards_are_readable_by_webdataset(inputs, tmp_path):
     assert len(samples) == 11
     assert samples[0]["codes.npy"].dtype == np.int16 and samples[0]["codes.npy"].shape == (8, 8)
     assert samples[0]["txt"] == "a picture number 0" and samples[0]["json"]["source"].endswith("#000000000")
+
+
+def test_unreadable_tar_is_counted_once(tmp_path):
+    (tmp_path / "garbage.tar").write_bytes(b"this is not a tar archive" * 40)
+    write_wds_tar(str(tmp_path / "ok.tar"), [{"__key__": "a", "png": _good(1), "txt": b"fine"}])
+    s = run_encode(_cfg(tmp_path, tmp_path / "out"))["summary"]
+    assert s["rejected"] == {"truncated_tar": 1} and s["written"] == 1 and s["read"] == 2 and s["complete"]
