@@ -95,7 +95,7 @@ def _cached_pack_index(cfg: DataConfig, description: dict, footprints: np.ndarra
 
 def _describe(cfg: DataConfig, split: str, size: int) -> dict:
     fields = {k: getattr(cfg, k) for k in ("pairs_path", "text_path", "mixture", "mix_by", "seq_length", "seed",
-                                            "cfg_drop_prob", "valid_fraction", "pack_window", "t2i_instructions",
+                                            "cfg_drop_prob", "blend_algorithm", "valid_fraction", "pack_window", "t2i_instructions",
                                             "i2t_prompt")}
     fields["pairs_path"] = fields["pairs_path"] and os.path.abspath(fields["pairs_path"])
     fields["text_path"] = fields["text_path"] and os.path.abspath(fields["text_path"])
@@ -147,7 +147,7 @@ def build_datasets(cfg: DataConfig, num_train_sequences: int, vocab: Optional[Li
 
     while True:
         datasets = [task_dataset(t, "train", size, True, templates) for t in cfg.active_tasks]
-        stream = MixtureStream(datasets, list(weights), size, cfg.seed, cfg.seq_length)
+        stream = MixtureStream(datasets, list(weights), size, cfg.seed, cfg.seq_length, cfg.blend_algorithm)
         offsets, order = _cached_pack_index(cfg, _describe(cfg, "train", size), stream.footprints, flush=False)
         if len(offsets) - 1 >= num_train_sequences:
             break

@@ -44,6 +44,9 @@ class DataConfig:
     mix_by: str = "samples"
     """``samples``: exact sample counts on every prefix; ``tokens``: weights divided by each task's mean sample length
     (exact in samples of the converted ratio, hence tokens in expectation)."""
+    blend_algorithm: str = "exact"
+    """``exact``: every prefix within 1 - 1/(2k-2) samples of the target (Tijdeman); ``megatron``: the stock
+    ``build_blending_indices`` (targets the previous prefix; can miss by slightly more than one sample)."""
     seq_length: int = 2048
     seed: int = 1234
     cfg_drop_prob: float = 0.1
@@ -69,6 +72,8 @@ class DataConfig:
             raise ValueError(f"DataConfig.mixture: weights must be >= 0 with a positive sum; got {weights}")
         if self.mix_by not in MIX_BY_CHOICES:
             raise ValueError(f"DataConfig.mix_by={self.mix_by!r}; choose one of {MIX_BY_CHOICES}")
+        if self.blend_algorithm not in ("exact", "megatron"):
+            raise ValueError(f"DataConfig.blend_algorithm={self.blend_algorithm!r}; choose 'exact' or 'megatron'")
         if self.seq_length < 8:
             raise ValueError(f"DataConfig.seq_length={self.seq_length} is too small")
         if not 0.0 <= self.cfg_drop_prob <= 1.0:
