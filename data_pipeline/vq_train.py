@@ -76,7 +76,7 @@ def train_step(model: VQModel, opt: torch.optim.Optimizer, batch: torch.Tensor, 
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
-    return {"loss": float(loss), "l1": float(l1), "l2": float(l2), "vq": float(vq_loss), "indices": idx.detach()}
+    return {"loss": loss.item(), "l1": l1.item(), "l2": l2.item(), "vq": vq_loss.item(), "indices": idx.detach()}
 
 
 @torch.no_grad()
