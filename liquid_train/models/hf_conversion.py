@@ -1,0 +1,494 @@
+"""Hugging Face <-> megatron-core weights for every family, at any TP/PP layout.
+
+Import reads the HF safetensors lazily (one tensor at a time through ``safe_open``), builds each megatron parameter of
+this rank's stage from the HF tensors of the same layer (fused/interleaved QKV, fused gate+up, Gemma's (1+w) norms
+folded into plain weights, vocabulary extended by :mod:`vocab_extension`), slices it for this TP rank, and saves a
+megatron dist checkpoint (torch_dist): ``{"model": model.sharded_state_dict()}`` + ``liquid_vocab.json`` +
+``liquid_model.json``. Run it under ``torchrun --nproc_per_node=TP*PP`` to split a large model over processes: each
+process holds only its own shard. Export loads any layout (the dist checkpoint reshards) into a TP=1/PP=1 model and
+writes HF safetensors shards layer by layer, with the padding rows removed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import fields
+from typing import Callable, Dict, Iterator, Optional, Tuple
+
+import torch
+
+from liquid_train.models.families import ModelArch, arch_from_dict, get_model_arch
+from liquid_train.models.vocab_extension import extend_embedding, extend_tokenizer, plan_vocab
+from liquid_train.vocab import LiquidVocab
+
+MODEL_TYPE_TO_FAMILY = {"qwen2": "qwen2.5", "llama": "llama3.2", "gemma2": "gemma2", "gemma": "gemma"}
+MODEL_SIDECAR = "liquid_model.json"
+IMAGE_SIDECAR = "liquid_image_tokens.json"
+TOKENIZER_SUBDIR = "tokenizer"
+
+
+class ConversionError(ValueError):
+    """A bad input to conversion; the message names the file/field and what to do."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# HF side: config and lazy safetensors access
+# ---------------------------------------------------------------------------------------------------------------
+def read_hf_config(hf_dir: str) -> dict:
+    path = os.path.join(hf_dir, "config.json")
+    if not os.path.exists(path):
+        raise ConversionError(f"{path}: missing; point --hf-dir at a Hugging Face model directory")
+    with open(path) as f:
+        return json.load(f)
+
+
+def _rope_theta(cfg: dict) -> float:
+    rp = cfg.get("rope_parameters") or {}
+    return float(rp.get("rope_theta", cfg.get("rope_theta", 10000.0)))
+
+
+def check_hf_config(cfg: dict, arch: ModelArch, path: str) -> None:
+    """The HF config must describe exactly ``arch``; one clear error otherwise."""
+    model_type = cfg.get("model_type")
+    fam = MODEL_TYPE_TO_FAMILY.get(model_type)
+    if fam != arch.family:
+        raise ConversionError(f"{path}: model_type {model_type!r} is a {fam or 'unsupported'} model, not "
+                              f"{arch.family}; pass --family {fam} (supported: {sorted(MODEL_TYPE_TO_FAMILY)})"
+                              if fam else f"{path}: model_type {model_type!r} is not supported; supported "
+                              f"model types: {sorted(MODEL_TYPE_TO_FAMILY)}")
+    expected = {
+        "hidden_size": arch.hidden_size, "num_hidden_layers": arch.num_layers,
+        "intermediate_size": arch.ffn_hidden_size, "num_attention_heads": arch.num_attention_heads,
+        "num_key_value_heads": arch.num_query_groups, "vocab_size": arch.vocab_size,
+    }
+    for key, want in expected.items():
+        if cfg.get(key) != want:
+            raise ConversionError(f"{path}: {key}={cfg.get(key)} but {arch.family} {arch.size} has {want}; pick "
+                                  f"the matching --size")
+    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+    if head_dim != arch.head_dim:
+        raise ConversionError(f"{path}: head_dim={head_dim} but {arch.family} {arch.size} has {arch.head_dim}")
+    if abs(_rope_theta(cfg) - arch.rope_theta) > 1e-6 * arch.rope_theta:
+        raise ConversionError(f"{path}: rope_theta={_rope_theta(cfg)} but {arch.family} {arch.size} has "
+                              f"{arch.rope_theta}")
+    tied = cfg.get("tie_word_embeddings", True)
+    if bool(tied) != arch.tie_embeddings:
+        raise ConversionError(f"{path}: tie_word_embeddings={tied} but {arch.family} {arch.size} has "
+                              f"{arch.tie_embeddings}")
+
+
+class SafetensorsReader:
+    """Lazy access to HF weights (single file or sharded with an index); checks completeness up front."""
+
+    def __init__(self, hf_dir: str):
+        from safetensors import safe_open
+
+        self.hf_dir = hf_dir
+        index = os.path.join(hf_dir, "model.safetensors.index.json")
+        single = os.path.join(hf_dir, "model.safetensors")
+        if os.path.exists(index):
+            with open(index) as f:
+                self.weight_map: Dict[str, str] = json.load(f)["weight_map"]
+        elif os.path.exists(single):
+            self.weight_map = None
+        else:
+            raise ConversionError(f"{hf_dir}: no model.safetensors or model.safetensors.index.json; export the "
+                                  "model with save_pretrained(safe_serialization=True)")
+        files = sorted(set(self.weight_map.values())) if self.weight_map else ["model.safetensors"]
+        missing = [f for f in files if not os.path.exists(os.path.join(hf_dir, f))]
+        if missing:
+            raise ConversionError(f"{hf_dir}: safetensors shards listed in the index are missing: {missing}; "
+                                  "download the complete checkpoint")
+        self._handles = {}
+        for fname in files:
+            path = os.path.join(hf_dir, fname)
+            try:
+                self._handles[fname] = safe_open(path, framework="pt")
+            except Exception as exc:  # truncated / corrupt file
+                raise ConversionError(f"{path}: unreadable safetensors file ({exc}); re-download it") from exc
+        if self.weight_map is None:
+            self.weight_map = {k: "model.safetensors" for k in self._handles["model.safetensors"].keys()}
+        else:
+            for fname, handle in self._handles.items():
+                have = set(handle.keys())
+                listed = {k for k, v in self.weight_map.items() if v == fname}
+                if listed - have:
+                    raise ConversionError(f"{os.path.join(hf_dir, fname)}: partial shard, missing tensors "
+                                          f"{sorted(listed - have)[:5]}; re-download it")
+
+    def has(self, name: str) -> bool:
+        return name in self.weight_map
+
+    def get(self, name: str) -> torch.Tensor:
+        if name not in self.weight_map:
+            raise ConversionError(f"{self.hf_dir}: tensor {name!r} is missing from the safetensors files "
+                                  "(partial checkpoint or a different architecture)")
+        return self._handles[self.weight_map[name]].get_tensor(name)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# name/layout mapping
+# ---------------------------------------------------------------------------------------------------------------
+def _norm_in(w: torch.Tensor, arch: ModelArch) -> torch.Tensor:
+    return (w.float() + 1.0).to(w.dtype) if arch.norm_zero_centered else w
+
+
+def _norm_out(w: torch.Tensor, arch: ModelArch) -> torch.Tensor:
+    return (w.float() - 1.0).to(w.dtype) if arch.norm_zero_centered else w
+
+
+def fuse_qkv(q, k, v, arch: ModelArch) -> torch.Tensor:
+    """HF q/k/v -> megatron's per-query-group interleaved [ng, (np/ng + 2) * hn, ...] layout."""
+    ng, hn = arch.num_query_groups, arch.head_dim
+    rest = q.shape[1:]
+    q = q.reshape(ng, -1, *rest)
+    k = k.reshape(ng, hn, *rest)
+    v = v.reshape(ng, hn, *rest)
+    return torch.cat([q, k, v], dim=1).reshape(-1, *rest)
+
+
+def split_qkv(qkv, arch: ModelArch) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ng, hn = arch.num_query_groups, arch.head_dim
+    per = arch.num_attention_heads // ng * hn
+    rest = qkv.shape[1:]
+    x = qkv.reshape(ng, per + 2 * hn, *rest)
+    q, k, v = torch.split(x, [per, hn, hn], dim=1)
+    return q.reshape(-1, *rest), k.reshape(-1, *rest), v.reshape(-1, *rest)
+
+
+def _hf_norm_names(arch: ModelArch) -> Dict[str, str]:
+    """megatron suffix -> HF suffix for the per-layer norms."""
+    if arch.post_norms:
+        return {"input_layernorm.weight": "input_layernorm.weight",
+                "self_attention.linear_proj.post_norm.weight": "post_attention_layernorm.weight",
+                "pre_mlp_layernorm.weight": "pre_feedforward_layernorm.weight",
+                "mlp.linear_fc2.post_norm.weight": "post_feedforward_layernorm.weight"}
+    return {"input_layernorm.weight": "input_layernorm.weight",
+            "pre_mlp_layernorm.weight": "post_attention_layernorm.weight"}
+
+
+def megatron_layer_tensor(get: Callable[[str], torch.Tensor], arch: ModelArch, layer: int, suffix: str):
+    """Full (unsharded) megatron tensor ``decoder.layers.<layer>.<suffix>`` from HF tensors via ``get``."""
+    p = f"model.layers.{layer}."
+    norms = _hf_norm_names(arch)
+    if suffix in norms:
+        return _norm_in(get(p + norms[suffix]), arch)
+    if suffix == "self_attention.linear_qkv.weight":
+        return fuse_qkv(get(p + "self_attn.q_proj.weight"), get(p + "self_attn.k_proj.weight"),
+                        get(p + "self_attn.v_proj.weight"), arch)
+    if suffix == "self_attention.linear_qkv.bias":
+        return fuse_qkv(get(p + "self_attn.q_proj.bias"), get(p + "self_attn.k_proj.bias"),
+                        get(p + "self_attn.v_proj.bias"), arch)
+    if suffix == "self_attention.linear_proj.weight":
+        return get(p + "self_attn.o_proj.weight")
+    if suffix == "mlp.linear_fc1.weight":
+        return torch.cat([get(p + "mlp.gate_proj.weight"), get(p + "mlp.up_proj.weight")], dim=0)
+    if suffix == "mlp.linear_fc2.weight":
+        return get(p + "mlp.down_proj.weight")
+    raise ConversionError(f"no HF mapping for megatron parameter decoder.layers.{layer}.{suffix}")
+
+
+def hf_layer_tensors(mtensors: Dict[str, torch.Tensor], arch: ModelArch, layer: int) -> Dict[str, torch.Tensor]:
+    """Inverse of :func:`megatron_layer_tensor` for one layer (full tensors keyed by megatron suffix)."""
+    p = f"model.layers.{layer}."
+    out = {}
+    for msuf, hsuf in _hf_norm_names(arch).items():
+        out[p + hsuf] = _norm_out(mtensors[msuf], arch)
+    q, k, v = split_qkv(mtensors["self_attention.linear_qkv.weight"], arch)
+    out.update({p + "self_attn.q_proj.weight": q, p + "self_attn.k_proj.weight": k, p + "self_attn.v_proj.weight": v})
+    if arch.qkv_bias:
+        q, k, v = split_qkv(mtensors["self_attention.linear_qkv.bias"], arch)
+        out.update({p + "self_attn.q_proj.bias": q, p + "self_attn.k_proj.bias": k, p + "self_attn.v_proj.bias": v})
+    out[p + "self_attn.o_proj.weight"] = mtensors["self_attention.linear_proj.weight"]
+    gate, up = torch.chunk(mtensors["mlp.linear_fc1.weight"], 2, dim=0)
+    out[p + "mlp.gate_proj.weight"], out[p + "mlp.up_proj.weight"] = gate, up
+    out[p + "mlp.down_proj.weight"] = mtensors["mlp.linear_fc2.weight"]
+    return out
+
+
+def _tp_slice(full: torch.Tensor, param: torch.Tensor, suffix: str) -> torch.Tensor:
+    """This TP rank's slice of a full tensor, following the parameter's partition attributes."""
+    from megatron.core import parallel_state
+
+    if not getattr(param, "tensor_model_parallel", False):
+        return full
+    tp = parallel_state.get_tensor_model_parallel_world_size()
+    rank = parallel_state.get_tensor_model_parallel_rank()
+    dim = param.partition_dim
+    if suffix.endswith("linear_fc1.weight"):  # gated: each rank holds [gate_r; up_r]
+        gate, up = torch.chunk(full, 2, dim=0)
+        return torch.cat([torch.chunk(gate, tp, 0)[rank], torch.chunk(up, tp, 0)[rank]], 0)
+    return torch.chunk(full, tp, dim=dim)[rank]
+
+
+def _iter_model_params(model) -> Iterator[Tuple[str, torch.Tensor, Optional[int], str]]:
+    """(name, param, global layer index or None, suffix) for every parameter of a GPTModel stage."""
+    layer_offset = {}
+    if hasattr(model, "decoder"):
+        for j, layer in enumerate(model.decoder.layers):
+            layer_offset[j] = layer.layer_number - 1
+    for name, param in model.named_parameters():
+        if name.startswith("decoder.layers."):
+            rest = name[len("decoder.layers."):]
+            j, suffix = rest.split(".", 1)
+            yield name, param, layer_offset[int(j)], suffix
+        else:
+            yield name, param, None, name
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# import
+# ---------------------------------------------------------------------------------------------------------------
+def load_hf_into_model(model, reader: SafetensorsReader, arch: ModelArch, vocab: LiquidVocab, seed: int = 0):
+    """Fill this rank's GPTModel stage from HF weights (streamed tensor by tensor)."""
+    rows = model.liquid_vocab_rows.padded
+    cache: Dict[str, torch.Tensor] = {}
+
+    def embedding_full(hf_name: str) -> torch.Tensor:
+        if hf_name not in cache:
+            cache[hf_name] = extend_embedding(reader.get(hf_name), arch, vocab, rows, seed=seed)
+        return cache[hf_name]
+
+    with torch.no_grad():
+        for name, param, layer, suffix in _iter_model_params(model):
+            if layer is not None:
+                full = megatron_layer_tensor(reader.get, arch, layer, suffix)
+            elif name == "embedding.word_embeddings.weight":
+                full = embedding_full("model.embed_tokens.weight")
+            elif name == "output_layer.weight":
+                src = "model.embed_tokens.weight" if arch.tie_embeddings or not reader.has("lm_head.weight") \
+                    else "lm_head.weight"
+                full = embedding_full(src)
+            elif name == "decoder.final_layernorm.weight":
+                full = _norm_in(reader.get("model.norm.weight"), arch)
+            else:
+                raise ConversionError(f"no HF mapping for megatron parameter {name}")
+            local = _tp_slice(full, param, suffix)
+            if local.shape != param.shape:
+                raise ConversionError(f"{name}: HF gives shape {tuple(local.shape)} for this rank, the model has "
+                                      f"{tuple(param.shape)}")
+            param.copy_(local.to(param.dtype))
+
+
+def save_model_checkpoint(model, ckpt_dir: str, vocab: LiquidVocab, arch: ModelArch, extra_sidecar=None) -> None:
+    """Megatron dist checkpoint (contract 4): ``{"model": sharded_state_dict}`` + vocab/model sidecars; atomic."""
+    import torch.distributed as dist
+    from megatron.core import dist_checkpointing
+
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    tmp = ckpt_dir.rstrip("/") + ".tmp"
+    if rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp, exist_ok=True)
+    if dist.is_initialized():
+        dist.barrier()
+    dist_checkpointing.save({"model": model.sharded_state_dict()}, tmp)
+    if dist.is_initialized():
+        dist.barrier()
+    if rank == 0:
+        vocab.save(tmp)
+        sidecar = {"family": arch.family, "size": arch.size, "arch": arch.to_dict()}
+        sidecar.update(extra_sidecar or {})
+        with open(os.path.join(tmp, MODEL_SIDECAR), "w") as f:
+            json.dump(sidecar, f, indent=2)
+        if os.path.exists(ckpt_dir):
+            shutil.rmtree(ckpt_dir)
+        os.replace(tmp, ckpt_dir)
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def read_model_sidecar(ckpt_dir: str) -> Tuple[ModelArch, LiquidVocab]:
+    path = os.path.join(ckpt_dir, MODEL_SIDECAR)
+    if not os.path.exists(path):
+        raise ConversionError(f"{path}: missing; not a liquid-train model/trainer checkpoint directory")
+    with open(path) as f:
+        side = json.load(f)
+    if "arch" in side:
+        arch = arch_from_dict(side["arch"])
+    elif all(k in side for k in ("num_layers", "hidden_size")):
+        arch = arch_from_dict(side)
+    else:
+        arch = get_model_arch(side["family"], side["size"])
+    return arch, LiquidVocab.load(ckpt_dir)
+
+
+def load_model_checkpoint(model, ckpt_dir: str) -> None:
+    """Load the ``"model"`` key of a dist checkpoint (model or trainer checkpoint) into a GPTModel stage."""
+    from megatron.core import dist_checkpointing
+
+    if not os.path.isdir(ckpt_dir) or not os.path.exists(os.path.join(ckpt_dir, "metadata.json")):
+        raise ConversionError(f"{ckpt_dir}: not a megatron dist checkpoint (no metadata.json)")
+    state = dist_checkpointing.load({"model": model.sharded_state_dict()}, ckpt_dir)
+    missing, unexpected = model.load_state_dict(state["model"], strict=False)
+    missing = [k for k in missing if not k.endswith("_extra_state")]
+    if missing:
+        raise ConversionError(f"{ckpt_dir}: checkpoint lacks model tensors {missing[:5]}")
+
+
+def hf_to_megatron(hf_dir: str, out_dir: str, family: str, size: str, tp: int = 1, pp: int = 1,
+                   num_image_tokens: int = 8192, vq_tokenizer: str = "chameleon-vqgan", precision: str = "fp32",
+                   seed: int = 0) -> LiquidVocab:
+    """Convert; parallel state must be initialised at (tp, pp) (all ranks call this)."""
+    import torch.distributed as dist
+
+    from liquid_train.models.builder import build_gpt_model, check_divisibility
+
+    arch = get_model_arch(family, size)
+    check_divisibility(arch, tp, pp)
+    cfg_path = os.path.join(hf_dir, "config.json")
+    check_hf_config(read_hf_config(hf_dir), arch, cfg_path)
+    reader = SafetensorsReader(hf_dir)
+    vocab = plan_vocab(arch, num_image_tokens, vq_tokenizer)
+    tokenizer = _load_tokenizer(hf_dir)
+    model = build_gpt_model(arch, vocab, precision)
+    load_hf_into_model(model, reader, arch, vocab, seed=seed)
+    save_model_checkpoint(model, out_dir, vocab, arch, extra_sidecar={"source": os.path.abspath(hf_dir)})
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    if rank == 0 and tokenizer is not None:
+        extend_tokenizer(tokenizer, vocab)
+        tokenizer.save_pretrained(os.path.join(out_dir, TOKENIZER_SUBDIR))
+    return vocab
+
+
+def _load_tokenizer(path: str):
+    if not any(os.path.exists(os.path.join(path, f)) for f in ("tokenizer.json", "tokenizer.model",
+                                                               "tokenizer_config.json")):
+        return None
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# export
+# ---------------------------------------------------------------------------------------------------------------
+def hf_config_dict(arch: ModelArch, vocab: LiquidVocab, dtype: str = "float32") -> dict:
+    """A transformers config for ``arch`` with the extended (unpadded) vocabulary."""
+    rope = {"rope_type": "default", "rope_theta": arch.rope_theta}
+    if arch.rope_scaling_factor is not None:
+        rope = {"rope_type": "llama3", "rope_theta": arch.rope_theta, "factor": arch.rope_scaling_factor,
+                "low_freq_factor": arch.rope_low_freq_factor, "high_freq_factor": arch.rope_high_freq_factor,
+                "original_max_position_embeddings": arch.rope_original_max_position}
+    arch_name = {"qwen2": "Qwen2ForCausalLM", "llama": "LlamaForCausalLM", "gemma2": "Gemma2ForCausalLM",
+                 "gemma": "GemmaForCausalLM"}[arch.hf_model_type]
+    cfg = dict(
+        architectures=[arch_name], model_type=arch.hf_model_type, vocab_size=vocab.vocab_size,
+        hidden_size=arch.hidden_size, intermediate_size=arch.ffn_hidden_size, num_hidden_layers=arch.num_layers,
+        num_attention_heads=arch.num_attention_heads, num_key_value_heads=arch.num_query_groups,
+        head_dim=arch.head_dim, max_position_embeddings=arch.max_position_embeddings, rms_norm_eps=arch.norm_eps,
+        rope_parameters=rope, tie_word_embeddings=arch.tie_embeddings, bos_token_id=vocab.bos_id,
+        eos_token_id=vocab.eos_id, pad_token_id=vocab.pad_id, torch_dtype=dtype, attention_dropout=0.0,
+    )
+    if arch.activation == "swiglu":
+        cfg["hidden_act"] = "silu"
+    else:
+        cfg["hidden_act"] = cfg["hidden_activation"] = "gelu_pytorch_tanh"
+    if arch.hf_model_type == "llama":
+        cfg.update(attention_bias=False, mlp_bias=False)
+    if arch.hf_model_type == "qwen2":
+        cfg.update(use_sliding_window=False, max_window_layers=arch.num_layers)
+    if arch.hf_model_type == "gemma2":
+        cfg.update(query_pre_attn_scalar=arch.query_pre_attn_scalar, sliding_window=arch.sliding_window,
+                   attn_logit_softcapping=arch.attn_logit_softcap,
+                   final_logit_softcapping=arch.final_logit_softcap,
+                   layer_types=["sliding_attention" if i % 2 == 0 else "full_attention"
+                                for i in range(arch.num_layers)])
+    return cfg
+
+
+def _atomic_save_safetensors(tensors: Dict[str, torch.Tensor], path: str) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path + ".tmp"
+    save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata={"format": "pt"})
+    os.replace(tmp, path)
+
+
+def export_model_to_hf(model, arch: ModelArch, vocab: LiquidVocab, out_dir: str, tokenizer=None,
+                       layers_per_shard: int = 4, dtype: Optional[torch.dtype] = None) -> None:
+    """Write a TP=1/PP=1 GPTModel as an HF directory, one safetensors shard per ``layers_per_shard`` layers."""
+    from tqdm import tqdm
+
+    os.makedirs(out_dir, exist_ok=True)
+    real = vocab.vocab_size
+    params = dict(model.named_parameters())
+    cast = (lambda t: t.detach().to(dtype)) if dtype is not None else (lambda t: t.detach())
+    weight_map: Dict[str, str] = {}
+    shards = []
+    head = {"model.embed_tokens.weight": cast(params["embedding.word_embeddings.weight"][:real]),
+            "model.norm.weight": cast(_norm_out(params["decoder.final_layernorm.weight"], arch))}
+    if not arch.tie_embeddings:
+        head["lm_head.weight"] = cast(params["output_layer.weight"][:real])
+    shards.append(head)
+    n_shards = 1 + (arch.num_layers + layers_per_shard - 1) // layers_per_shard
+    names = [f"model-{i + 1:05d}-of-{n_shards:05d}.safetensors" for i in range(n_shards)]
+
+    def flush(idx: int, tensors: Dict[str, torch.Tensor]) -> None:
+        _atomic_save_safetensors(tensors, os.path.join(out_dir, names[idx]))
+        weight_map.update({k: names[idx] for k in tensors})
+
+    flush(0, head)
+    current: Dict[str, torch.Tensor] = {}
+    for layer in tqdm(range(arch.num_layers), desc="export layers", disable=arch.num_layers < 8):
+        prefix = f"decoder.layers.{layer}."
+        mt = {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
+        current.update({k: cast(v) for k, v in hf_layer_tensors(mt, arch, layer).items()})
+        if (layer + 1) % layers_per_shard == 0 or layer == arch.num_layers - 1:
+            flush(1 + layer // layers_per_shard, current)
+            current = {}
+    index = {"metadata": {"total_size": 0}, "weight_map": weight_map}
+    _write_json(os.path.join(out_dir, "model.safetensors.index.json"), index)
+    _write_json(os.path.join(out_dir, "config.json"),
+                hf_config_dict(arch, vocab, str(dtype or params["decoder.final_layernorm.weight"].dtype)
+                               .replace("torch.", "")))
+    _write_json(os.path.join(out_dir, IMAGE_SIDECAR), {
+        "image_token_offset": vocab.image_token_offset, "num_image_tokens": vocab.num_image_tokens,
+        "codebook_size": vocab.num_image_tokens, "vq_tokenizer": vocab.vq_tokenizer,
+        "boi_id": vocab.boi_id, "eoi_id": vocab.eoi_id, "uncond_id": vocab.uncond_id,
+        "boi_token": vocab.boi_token, "eoi_token": vocab.eoi_token, "uncond_token": vocab.uncond_token,
+    })
+    vocab.save(out_dir)
+    if tokenizer is not None:
+        extend_tokenizer(tokenizer, vocab)
+        tokenizer.save_pretrained(out_dir)
+
+
+def _write_json(path: str, data) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, path)
+
+
+def megatron_to_hf(ckpt_dir: str, out_dir: str, tokenizer_dir: Optional[str] = None,
+                   dtype: Optional[str] = None) -> None:
+    """Any-layout model or trainer checkpoint -> HF directory. Parallel state must be TP=1/PP=1."""
+    from liquid_train.models.builder import VocabRows, build_gpt_model
+
+    arch, vocab = read_model_sidecar(ckpt_dir)
+    padded = _checkpoint_vocab_rows(ckpt_dir)
+    model = build_gpt_model(arch, VocabRows(vocab.vocab_size, padded or vocab.padded_vocab_size(1)), "fp32")
+    load_model_checkpoint(model, ckpt_dir)
+    tok_src = tokenizer_dir or next((d for d in (os.path.join(ckpt_dir, TOKENIZER_SUBDIR),
+                                                 os.path.join(os.path.dirname(os.path.dirname(ckpt_dir.rstrip("/"))),
+                                                              TOKENIZER_SUBDIR))
+                                     if os.path.isdir(d)), None)
+    tokenizer = _load_tokenizer(tok_src) if tok_src else None
+    torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, None: None}[dtype]
+    export_model_to_hf(model, arch, vocab, out_dir, tokenizer=tokenizer, dtype=torch_dtype)
+
+
+def _checkpoint_vocab_rows(ckpt_dir: str) -> Optional[int]:
+    """Padded embedding rows as stored in the checkpoint (the layout it was saved at decides the padding)."""
+    from megatron.core import dist_checkpointing
+
+    try:
+        meta = dist_checkpointing.load_tensors_metadata(ckpt_dir)
+    except Exception:
+        return None
+    for key in ("model.embedding.word_embeddings.weight", "embedding.word_embeddings.weight"):
+        if key in meta:
+            return int(meta[key].global_shape[0])
+    return None
