@@ -390,7 +390,7 @@ def hf_config_dict(arch: ModelArch, vocab: LiquidVocab, dtype: str = "float32") 
     if arch.hf_model_type == "qwen2":
         cfg.update(use_sliding_window=False, max_window_layers=arch.num_layers)
     if arch.hf_model_type == "gemma2":
-        cfg.update(query_pre_attn_scalar=arch.query_pre_attn_scalar, sliding_window=arch.sliding_window,
+        cfg.update(query_pre_attn_scalar=int(arch.query_pre_attn_scalar), sliding_window=arch.sliding_window,
                    attn_logit_softcapping=arch.attn_logit_softcap,
                    final_logit_softcapping=arch.final_logit_softcap,
                    layer_types=["sliding_attention" if i % 2 == 0 else "full_attention"
