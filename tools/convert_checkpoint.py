@@ -1,0 +1,63 @@
+"""Convert between Hugging Face checkpoints and liquid-train megatron dist checkpoints.
+
+    python tools/convert_checkpoint.py hf-to-megatron --hf-dir HF --out CKPT --family qwen2.5 --size 0.5b [--tp 2 --pp 2]
+    python tools/convert_checkpoint.py megatron-to-hf --ckpt CKPT_OR_TRAINER_ITER_DIR --out HF_OUT [--dtype bf16]
+
+hf-to-megatron may run under ``torchrun --nproc_per_node=TP*PP``: each process then holds only its shard.
+See docs/models.md.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("hf-to-megatron")
+    a.add_argument("--hf-dir", required=True)
+    a.add_argument("--out", required=True)
+    a.add_argument("--family", required=True)
+    a.add_argument("--size", required=True)
+    a.add_argument("--tp", type=int, default=1)
+    a.add_argument("--pp", type=int, default=1)
+    a.add_argument("--num-image-tokens", type=int, default=8192)
+    a.add_argument("--vq-tokenizer", default="chameleon-vqgan")
+    a.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    a.add_argument("--seed", type=int, default=0)
+    b = sub.add_parser("megatron-to-hf")
+    b.add_argument("--ckpt", required=True)
+    b.add_argument("--out", required=True)
+    b.add_argument("--tokenizer-dir", default=None)
+    b.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"])
+    args = parser.parse_args(argv)
+
+    from liquid_train.models.hf_conversion import ConversionError, hf_to_megatron, megatron_to_hf
+    from liquid_train.parallel import destroy_parallel, initialize_parallel
+
+    try:
+        if args.cmd == "hf-to-megatron":
+            from liquid_train.models.builder import check_divisibility
+            from liquid_train.models.families import get_model_arch
+
+            check_divisibility(get_model_arch(args.family, args.size), args.tp, args.pp)
+            initialize_parallel(args.tp, args.pp, seed=args.seed)
+            vocab = hf_to_megatron(args.hf_dir, args.out, args.family, args.size, tp=args.tp, pp=args.pp,
+                                   num_image_tokens=args.num_image_tokens, vq_tokenizer=args.vq_tokenizer,
+                                   precision=args.precision, seed=args.seed)
+            print(f"wrote {args.out}: vocab {vocab.vocab_size} rows, image ids from {vocab.image_token_offset}")
+        else:
+            initialize_parallel(1, 1)
+            megatron_to_hf(args.ckpt, args.out, tokenizer_dir=args.tokenizer_dir, dtype=args.dtype)
+            print(f"wrote {args.out}")
+    except (ConversionError, ValueError, KeyError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        destroy_parallel()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
