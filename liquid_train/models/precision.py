@@ -2,7 +2,8 @@
 
 FP8 needs TE and a GPU; asking for it elsewhere raises one clear error instead of silently training in BF16.
 The output layer is a megatron ColumnParallelLinear (not a TE module), so it always runs in BF16; the first and last
-``bf16_layers`` transformer layers are kept in BF16 via megatron's ``first_last_layers_bf16`` options.
+``bf16_layers`` transformer layers are kept in BF16 via megatron's ``first_last_layers_bf16`` options (current
+scaling only: megatron-core 0.16 rejects BF16 end layers with delayed scaling, so that combination is an error).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ FP8_RECIPES = ("delayed", "tensorwise")  # delayed scaling; current (per-tensor)
 
 @dataclass
 class FP8Config:
-    recipe: str = "delayed"
+    recipe: str = "tensorwise"
     """``delayed`` (amax history) or ``tensorwise`` (current scaling)."""
     fp8_format: str = "hybrid"  # e4m3 forward, e5m2 backward
     amax_history_len: int = 1024
@@ -46,6 +47,9 @@ def fp8_transformer_config_kwargs(cfg: FP8Config, num_layers: int) -> dict:
         raise RuntimeError(reason)
     if cfg.recipe not in FP8_RECIPES:
         raise ValueError(f"fp8.recipe must be one of {FP8_RECIPES}, got {cfg.recipe!r}")
+    if cfg.recipe == "delayed" and cfg.bf16_layers:
+        raise ValueError("fp8.recipe=delayed cannot keep first/last layers in BF16 (megatron-core 0.16 rejects "
+                         "it); use recipe=tensorwise (current scaling) or set fp8.bf16_layers=0")
     if 2 * cfg.bf16_layers >= num_layers:
         raise ValueError(f"fp8.bf16_layers={cfg.bf16_layers} leaves no FP8 layer in a {num_layers}-layer model")
     return dict(
