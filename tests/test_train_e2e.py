@@ -31,7 +31,8 @@ def test_tiny_model_loss_falls_on_mixed_data_with_per_task_metrics(tmp_path):
            f"run_dir={run_dir}", f"model.vocab={tmp_path}", f"data.vocab={tmp_path}", f"data.tokenizer={tok_dir}",
            f"data.pairs_path={pairs}", f"data.text_path={text}", "data.mixture={text: 1, t2i: 2, i2t: 0}",
            "train.iters=30", "train.eval_interval=15", "checkpoint.save_interval=15", "logging.progress=false",
-           "data.cfg_drop_prob=0.0"]
+           "data.cfg_drop_prob=0.0", "sampling.interval=30", "sampling.vq_tokenizer=chameleon-vqgan-tiny",
+           "sampling.image_tokens=16", "sampling.prompts=[w1 w2,w3]"]
     out = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                          timeout=400)
     assert out.returncode == 0, out.stdout[-5000:]
@@ -69,3 +70,7 @@ def test_tiny_model_loss_falls_on_mixed_data_with_per_task_metrics(tmp_path):
     for sidecar in ("liquid_vocab.json", "liquid_model.json", "trainer_state.json"):
         assert os.path.exists(os.path.join(ck, sidecar)), sidecar
     assert os.path.isdir(os.path.join(run_dir, "tensorboard"))
+    from PIL import Image
+
+    grid = Image.open(os.path.join(run_dir, "samples", "t2i_step0000030.png"))
+    assert grid.size == (2 * 32, 32)  # two prompts, 4x4 codes decoded at 8x upsampling
