@@ -94,7 +94,7 @@ def _cached_pack_index(cfg: DataConfig, description: dict, footprints: np.ndarra
 
 
 def _describe(cfg: DataConfig, split: str, size: int) -> dict:
-    fields = {k: getattr(cfg, k) for k in ("pairs_path", "text_path", "mixture", "mix_by", "seq_length", "seed",
+    fields = {k: getattr(cfg, k) for k in ("pairs_path", "text_path", "mixture", "mix_by", "seq_length", "text_chunk_length", "seed",
                                             "cfg_drop_prob", "blend_algorithm", "valid_fraction", "pack_window", "t2i_instructions",
                                             "i2t_prompt")}
     fields["pairs_path"] = fields["pairs_path"] and os.path.abspath(fields["pairs_path"])
@@ -133,7 +133,8 @@ def build_datasets(cfg: DataConfig, num_train_sequences: int, vocab: Optional[Li
     def task_dataset(task, split, num_samples, shuffle, tmpl):
         kind = "text" if task == TASK_TEXT else "pairs"
         prefix, indexed = opened[kind]
-        return LiquidTaskDataset(task, indexed, prefix, tmpl, splits[kind][split], num_samples, split, shuffle)
+        return LiquidTaskDataset(task, indexed, prefix, tmpl, splits[kind][split], num_samples, split, shuffle,
+                                 cfg.text_chunk_length)
 
     # Mean footprint per task (one epoch, exact) -> stream size estimate, and token weights for mix_by=tokens.
     probes = {t: task_dataset(t, "train", 1, True, templates) for t in cfg.active_tasks}

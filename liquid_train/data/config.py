@@ -48,6 +48,9 @@ class DataConfig:
     """``exact``: every prefix within 1 - 1/(2k-2) samples of the target (Tijdeman); ``megatron``: the stock
     ``build_blending_indices`` (targets the previous prefix; can miss by slightly more than one sample)."""
     seq_length: int = 2048
+    text_chunk_length: Optional[int] = None
+    """Longest text piece (footprint) a document is cut into; None = seq_length (longest context). Shorter pieces
+    are more, smaller samples (the mixture counts pieces), which does not by itself fill image sequences better."""
     seed: int = 1234
     cfg_drop_prob: float = 0.1
     """Probability that a T2I caption (+ instruction) is replaced by ``<unconditional>`` (classifier-free guidance)."""
@@ -80,6 +83,8 @@ class DataConfig:
             raise ValueError(f"DataConfig.cfg_drop_prob={self.cfg_drop_prob} must lie in [0, 1]")
         if not 0.0 <= self.valid_fraction < 1.0:
             raise ValueError(f"DataConfig.valid_fraction={self.valid_fraction} must lie in [0, 1)")
+        if self.text_chunk_length is not None and not 1 <= self.text_chunk_length:
+            raise ValueError("DataConfig.text_chunk_length must be >= 1 (or null for seq_length)")
         if self.pack_window < 1:
             raise ValueError("DataConfig.pack_window must be >= 1")
         if len(self.t2i_instructions) < 1:

@@ -86,7 +86,7 @@ class LiquidTaskDataset(torch.utils.data.Dataset):
     """One task (text / t2i / i2t) of one split, ``num_samples`` long (wrapping into new epochs)."""
 
     def __init__(self, task: int, indexed, prefix: str, templates: LiquidTemplates, doc_range: Tuple[int, int],
-                 num_samples: int, split: str = "train", shuffle: bool = True):
+                 num_samples: int, split: str = "train", shuffle: bool = True, text_chunk_length: int = None):
         from megatron.core.datasets.utils import Split
 
         self.task = task
@@ -99,7 +99,8 @@ class LiquidTaskDataset(torch.utils.data.Dataset):
         start, end = doc_range
         first_seq = docs[start:end]
         if task == TASK_TEXT:
-            self._build_text_units(first_seq, seq_lengths[first_seq], templates.seq_length)
+            chunk = min(text_chunk_length or templates.seq_length, templates.seq_length)
+            self._build_text_units(first_seq, seq_lengths[first_seq], chunk)
         else:
             self.unit_caption_seq = first_seq
             self.unit_caption_len = seq_lengths[first_seq]
@@ -113,7 +114,8 @@ class LiquidTaskDataset(torch.utils.data.Dataset):
         self.unique_identifiers = OrderedDict(
             [("class", type(self).__name__), ("task", TASK_NAMES[task]), ("path", prefix), ("split", split),
              ("doc_range", list(doc_range)), ("num_samples", self.num_samples), ("shuffle", shuffle),
-             ("seed", templates.seed), ("seq_length", templates.seq_length)]
+             ("seed", templates.seed), ("seq_length", templates.seq_length),
+             ("text_chunk_length", text_chunk_length)]
         )
 
     def _build_text_units(self, seqs: np.ndarray, lengths: np.ndarray, seq_length: int) -> None:
