@@ -73,7 +73,8 @@ def liquid_loss(logits: torch.Tensor, labels: torch.Tensor, loss_mask: torch.Ten
     logits = logits.float()
     mask = loss_mask.float()
     # argmax and logsumexp first: megatron's cross-entropy shifts its input by the row max in place.
-    pred = vocab_parallel_argmax(logits.detach())
+    image_mask = (mask > 0) & (labels >= image_token_offset) & (labels < image_token_end)
+    image_correct = (vocab_parallel_argmax(logits.detach()[image_mask]) == labels[image_mask]).sum()  # image rows only
     zsum = torch.zeros((), dtype=torch.float32, device=logits.device)
     if z_loss_weight > 0:
         lse = vocab_parallel_logsumexp(logits)
@@ -90,8 +91,7 @@ def liquid_loss(logits: torch.Tensor, labels: torch.Tensor, loss_mask: torch.Ten
             task_mask = mask * (task_ids == task).float()
             parts += [(ce * task_mask).sum().double(), task_mask.sum().double()]
         parts.append(zsum.detach().double())
-        image_mask = (mask > 0) & (labels >= image_token_offset) & (labels < image_token_end)
-        parts += [((pred == labels) & image_mask).sum().double(), image_mask.sum().double()]
+        parts += [image_correct.double(), image_mask.sum().double()]
         starts = (position_ids == 0) if position_ids is not None else torch.zeros_like(task_ids, dtype=torch.bool)
         parts += [(starts & (task_ids == task)).sum().double() for task in range(len(TASK_NAMES))]
         stats = torch.stack(parts)
