@@ -1,0 +1,81 @@
+"""Run config: YAML + dotlist, one clear error naming the key; LR schedules against closed forms; FLOPs formula."""
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+import torch
+
+from liquid_train.training.config import ConfigError, load_config, save_resolved, validate
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _cfg(*overrides):
+    return load_config(os.path.join(REPO, "configs/runs/tiny_cpu.yaml"), ["run_dir=/tmp/x", *overrides])
+
+
+def test_yaml_plus_overrides_and_resolved_copy(tmp_path):
+    cfg = _cfg("train.iters=7", "data.seq_length=64", "parallel.tensor_parallel=2")
+    assert cfg.train.iters == 7 and cfg.data.seq_length == 64 and cfg.model.family == "qwen2.5"
+    path = save_resolved(cfg, str(tmp_path))
+    assert "iters: 7" in open(path).read()
+
+
+@pytest.mark.parametrize("override,key", [("train.itres=3", "train.itres"), ("train.iters=abc", "train.iters"),
+                                          ("data.seqlen=5", "data.seqlen"), ("nonsense", "nonsense")])
+def test_bad_keys_name_the_key(override, key):
+    with pytest.raises(ConfigError, match=key):
+        _cfg(override)
+
+
+def test_cross_field_checks_name_the_key():
+    arch = {"num_attention_heads": 4, "num_query_groups": 2, "num_layers": 2}
+    with pytest.raises(ConfigError, match="parallel.tensor_parallel.*attention heads"):
+        validate(_cfg("parallel.tensor_parallel=3"), world_size=3, arch=arch, cuda_available=False)
+    with pytest.raises(ConfigError, match="train.global_batch_size"):
+        validate(_cfg("train.global_batch_size=6", "train.micro_batch_size=4"), 1, arch, cuda_available=False)
+    with pytest.raises(ConfigError, match="train.global_batch_size"):
+        validate(_cfg("train.global_batch_size=8", "train.micro_batch_size=8"), 2, arch, cuda_available=False)
+    with pytest.raises(ConfigError, match="pipeline_parallel"):
+        validate(_cfg("parallel.pipeline_parallel=4"), 4, arch, cuda_available=False)
+    with pytest.raises(ConfigError, match="model.precision"):
+        validate(_cfg("model.precision=fp8"), 1, arch, cuda_available=False)
+    with pytest.raises(ConfigError, match="schedule.style"):
+        validate(_cfg("schedule.style=step"), 1, arch, cuda_available=False)
+    validate(_cfg(), 1, arch, cuda_available=False)
+
+
+def _lrs(*overrides, steps=20):
+    from liquid_train.training.optim import build_scheduler
+
+    cfg = _cfg("train.iters=20", "optimizer.lr=1.0", "optimizer.min_lr=0.1", *overrides)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.0)
+    sched = build_scheduler(cfg, opt)
+    out = []
+    for _ in range(steps):
+        out.append(opt.param_groups[0]["lr"])
+        sched.step(1)
+    return out
+
+
+def test_lr_schedules_match_closed_forms():
+    const = _lrs("schedule.style=constant", "schedule.warmup_steps=4")
+    assert const[:5] == pytest.approx([0, 0.25, 0.5, 0.75, 1.0]) and const[5:] == pytest.approx([1.0] * 15)
+    cos = _lrs("schedule.style=cosine", "schedule.warmup_steps=0")
+    assert cos == pytest.approx([0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * k / 20)) for k in range(20)])
+    wsd = _lrs("schedule.style=wsd", "schedule.warmup_steps=2", "schedule.wsd_decay_fraction=0.25")
+    assert wsd[2:15] == pytest.approx([1.0] * 13)  # stable until the last 5 steps
+    assert wsd[15:] == pytest.approx([1.0 - 0.9 * (k / 5) for k in range(5)])
+
+
+def test_flops_formula_by_hand():
+    from types import SimpleNamespace
+
+    from liquid_train.training.flops import training_flops_per_token
+
+    c = SimpleNamespace(num_layers=2, hidden_size=8, num_attention_heads=2, num_query_groups=1, kv_channels=4,
+                        ffn_hidden_size=16, gated_linear_unit=True)
+    per_layer = 2 * 8 * (2 + 2) * 4 + 2 * 8 * 8 + 2 * 2 * 8 * 10 / 2 + 2 * 8 * 16 * 3
+    assert training_flops_per_token(c, seq_length=10, padded_vocab_size=32) == 3 * (2 * per_layer + 2 * 8 * 32)
