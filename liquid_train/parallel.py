@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import random
-import socket
 from datetime import timedelta
 from typing import Optional
 
@@ -21,17 +20,13 @@ from liquid_train.cpu_compat import enable_cpu_compat
 _CREATED_PROCESS_GROUP = False
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def initialize_parallel(tp: int = 1, pp: int = 1, vpp: Optional[int] = None, seed: int = 1234,
                         cp: int = 1, timeout_minutes: int = 30) -> None:
     """Initialise torch.distributed (if needed), megatron parallel_state and the model-parallel RNG.
 
-    Without torchrun, defaults to rank 0 of a world of 1 on 127.0.0.1 with a free port.
+    Without torchrun (no ``WORLD_SIZE`` in the environment) it is rank 0 of a world of 1 on an in-memory store:
+    no TCP port is opened and nothing is written to ``os.environ``, so child processes (a trainer started by a test,
+    the quickstart's stages) never inherit a port this process already holds.
     """
     global _CREATED_PROCESS_GROUP
     from megatron.core import parallel_state, tensor_parallel
@@ -40,19 +35,17 @@ def initialize_parallel(tp: int = 1, pp: int = 1, vpp: Optional[int] = None, see
     if not use_cuda:
         enable_cpu_compat()
     if not dist.is_initialized():
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(_free_port()))
-        os.environ.setdefault("RANK", "0")
-        os.environ.setdefault("WORLD_SIZE", "1")
-        os.environ.setdefault("LOCAL_RANK", "0")
+        backend = "nccl" if use_cuda else "gloo"
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         if use_cuda:
-            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
-        dist.init_process_group(
-            backend="nccl" if use_cuda else "gloo",
-            rank=int(os.environ["RANK"]),
-            world_size=int(os.environ["WORLD_SIZE"]),
-            timeout=timedelta(minutes=timeout_minutes),
-        )
+            torch.cuda.set_device(local_rank % torch.cuda.device_count())
+        if "WORLD_SIZE" in os.environ:  # torchrun / srun: env:// rendezvous
+            dist.init_process_group(backend=backend, rank=int(os.environ["RANK"]),
+                                    world_size=int(os.environ["WORLD_SIZE"]),
+                                    timeout=timedelta(minutes=timeout_minutes))
+        else:
+            dist.init_process_group(backend=backend, store=dist.HashStore(), rank=0, world_size=1,
+                                    timeout=timedelta(minutes=timeout_minutes))
         _CREATED_PROCESS_GROUP = True
     world = dist.get_world_size()
     if world % (tp * pp * cp) != 0:
