@@ -1,7 +1,10 @@
 """Convert between Hugging Face checkpoints and liquid-train megatron dist checkpoints.
 
     python tools/convert_checkpoint.py hf-to-megatron --hf-dir HF --out CKPT --family qwen2.5 --size 0.5b [--tp 2 --pp 2]
-    python tools/convert_checkpoint.py megatron-to-hf --ckpt CKPT_OR_TRAINER_ITER_DIR --out HF_OUT [--dtype bf16]
+    python tools/convert_checkpoint.py megatron-to-hf --ckpt CKPT --out HF_OUT [--tokenizer-dir TOK] [--dtype bf16]
+
+``CKPT`` is a model checkpoint (hf-to-megatron's output), a trainer ``iter_*`` directory, a trainer
+``checkpoints/`` directory or a run directory (the last two: the checkpoint their ``latest`` pointer names).
 
 hf-to-megatron may run under ``torchrun --nproc_per_node=TP*PP``: each process then holds only its shard.
 See docs/models.md.
@@ -10,6 +13,19 @@ from __future__ import annotations
 
 import argparse
 import sys
+
+
+def resolve_checkpoint(path: str) -> str:
+    """A run dir or trainer ``checkpoints/`` dir -> the checkpoint its ``latest`` names; anything else unchanged."""
+    import os
+
+    from liquid_train.training.checkpoint import read_latest
+
+    for ckpt_dir in (path, os.path.join(path, "checkpoints")):
+        latest = read_latest(ckpt_dir) if os.path.isdir(ckpt_dir) else None
+        if latest:
+            return latest
+    return path
 
 
 def main(argv=None) -> int:
@@ -49,7 +65,7 @@ def main(argv=None) -> int:
             print(f"wrote {args.out}: vocab {vocab.vocab_size} rows, image ids from {vocab.image_token_offset}")
         else:
             initialize_parallel(1, 1)
-            megatron_to_hf(args.ckpt, args.out, tokenizer_dir=args.tokenizer_dir, dtype=args.dtype)
+            megatron_to_hf(resolve_checkpoint(args.ckpt), args.out, tokenizer_dir=args.tokenizer_dir, dtype=args.dtype)
             print(f"wrote {args.out}")
     except (ConversionError, ValueError, KeyError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
