@@ -38,11 +38,12 @@ class QuickstartConfig:
     vq_batch: int = 16
     train_iters: int = 60
     seq_length: int = 128
+    eval_scenes: int = 48
     timings: Dict[str, float] = field(default_factory=dict)
 
     def shorten(self) -> None:
         self.short = True
-        self.num_pairs, self.vq_steps, self.train_iters = 300, 3, 6
+        self.num_pairs, self.vq_steps, self.train_iters, self.eval_scenes = 300, 3, 6, 8
 
 
 def _stage(cfg: QuickstartConfig, name: str):
@@ -99,34 +100,43 @@ def stage_vq(cfg: QuickstartConfig, image_size: int) -> None:
         json.dump(result["history"], f)
 
 
+QWEN_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+"""Qwen2.5's first three specials, placed after the BPE pieces exactly as in the real tokenizer (bos = eos = pad =
+<|endoftext|>), so the tiny tokenizer has the family's layout and the real vocabulary plan applies unchanged."""
+
+
 def stage_tokenizer(cfg: QuickstartConfig, codebook: int) -> None:
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    """A byte-level BPE in the qwen2.5 tiny layout, extended by ``plan_vocab`` as a real base model would be."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     from liquid_train.models.families import get_model_arch
+    from liquid_train.models.vocab_extension import extend_tokenizer, plan_vocab
     from liquid_train.quickstart.scene import all_scenes, caption
     from liquid_train.quickstart.sizes import FAMILY
-    from liquid_train.vocab import LiquidVocab
 
     arch = get_model_arch(FAMILY, "tiny")
+    vocab = plan_vocab(arch, codebook, vq_tokenizer=os.path.abspath(os.path.join(cfg.out, "vq")))
     tok_dir = os.path.join(cfg.out, "tokenizer")
-    text_vocab = min(arch.bos_token_id, arch.vocab_size)  # ids [0, bos) are BPE pieces; bos/eos/pad follow
     if not os.path.exists(os.path.join(tok_dir, "tokenizer.json")):
+        pieces = arch.bos_token_id  # BPE pieces take ids [0, bos); the specials follow, as in Qwen2.5
         bpe = Tokenizer(models.BPE(unk_token="<unk>"))
         bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        trainer = trainers.BpeTrainer(vocab_size=text_vocab, special_tokens=["<unk>"],
+        bpe.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=pieces, special_tokens=["<unk>"],
                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
         corpus = [json.loads(line)["text"] for line in open(os.path.join(cfg.out, "text", "corpus.jsonl"))]
         bpe.train_from_iterator(corpus + [caption(s) for s in all_scenes()], trainer)
-        from tokenizers import decoders
-
-        bpe.decoder = decoders.ByteLevel()
-        PreTrainedTokenizerFast(tokenizer_object=bpe, unk_token="<unk>").save_pretrained(tok_dir)
-    base = arch.vocab_size
-    vocab = LiquidVocab(base_vocab_size=base, image_token_offset=base, num_image_tokens=codebook,
-                        vocab_size=base + codebook + 3, boi_id=base + codebook, eoi_id=base + codebook + 1,
-                        uncond_id=base + codebook + 2, bos_id=arch.bos_token_id, eos_id=arch.eos_token_id,
-                        pad_id=arch.pad_token_id, vq_tokenizer=os.path.abspath(os.path.join(cfg.out, "vq")))
+        filler = [AddedToken(f"<|unused_{i}|>", special=True) for i in range(pieces - bpe.get_vocab_size())]
+        bpe.add_special_tokens(filler + [AddedToken(t, special=True) for t in QWEN_SPECIALS])
+        tok = PreTrainedTokenizerFast(tokenizer_object=bpe, unk_token="<unk>", bos_token=QWEN_SPECIALS[0],
+                                      eos_token=QWEN_SPECIALS[0], pad_token=QWEN_SPECIALS[0])
+        if tok.convert_tokens_to_ids(QWEN_SPECIALS[0]) != arch.bos_token_id or len(tok) != arch.tokenizer_vocab_size:
+            raise RuntimeError(f"quickstart tokenizer layout: {QWEN_SPECIALS[0]} at "
+                               f"{tok.convert_tokens_to_ids(QWEN_SPECIALS[0])}, length {len(tok)}; the qwen2.5 tiny "
+                               f"family needs {arch.bos_token_id} and {arch.tokenizer_vocab_size}")
+        extend_tokenizer(tok, vocab)  # <boi>/<eoi>/<unconditional> at the planned ids
+        tok.save_pretrained(tok_dir)
     vocab.save(os.path.join(cfg.out, "vocab"))
 
 
@@ -180,20 +190,48 @@ def stage_scaling(cfg: QuickstartConfig) -> None:
     _run([sys.executable, tool, *runs, "--out", os.path.join(cfg.out, "scaling"), "--bootstrap", "20"])
 
 
-def stage_export_sample(cfg: QuickstartConfig) -> None:
-    _require("tools/convert_checkpoint.py", "HF export (megatron-to-hf)")
-    _require("tools/sample.py", "T2I / I2T sampling")
-    raise StageMissing("export + sampling: the HF converter and sampler are present but the quickstart does not "
-                       "drive them yet; T2I / I2T accuracy is not measured")
+EVAL_RUNS = ("s_1-1-1", "m_1-1-1", "l_1-1-1", "m_1-2-1", "m_1-1-2")
+"""Mixed runs whose exported models are sampled and scored (text-only runs cannot draw images)."""
 
 
-def summarise(cfg: QuickstartConfig) -> None:
-    from rich.console import Console
-    from rich.table import Table
+def stage_export_sample(cfg: QuickstartConfig, cell: int) -> Dict[str, dict]:
+    """Each mixed run -> HF dir (the real converter CLI) -> T2I/I2T accuracy; one T2I grid by ``tools/sample.py``."""
+    from liquid_train.quickstart.evaluate import EvalConfig, evaluate_exported
+    from liquid_train.quickstart.report import attribute_mean
+    from liquid_train.quickstart.scene import GRID, caption
+    from liquid_train.quickstart.synthetic import eval_scenes
 
-    table = Table(title="quickstart runs (final train loss / last validation losses)")
-    for col in ("run", "steps", "loss", "val text", "val t2i", "val i2t"):
-        table.add_column(col)
+    convert = _require("tools/convert_checkpoint.py", "HF export (megatron-to-hf)")
+    sample = _require("tools/sample.py", "T2I / I2T sampling")
+    ecfg = EvalConfig(num_scenes=cfg.eval_scenes)
+    scenes = eval_scenes(ecfg.num_scenes)
+    results: Dict[str, dict] = {}
+    for name in EVAL_RUNS:
+        run_dir = os.path.join(cfg.out, "runs", name)
+        if not os.path.isdir(run_dir):
+            continue
+        hf_dir = os.path.join(cfg.out, "exports", name)
+        if not os.path.exists(os.path.join(hf_dir, "config.json")):
+            _run([sys.executable, convert, "megatron-to-hf", "--ckpt", run_dir, "--out", hf_dir,
+                  "--tokenizer-dir", os.path.join(cfg.out, "tokenizer")])
+        results[name] = evaluate_exported(hf_dir, scenes, cell, os.path.join(cfg.out, "eval", name), ecfg)
+        t2i, i2t = results[name]["t2i"], results[name]["i2t"]
+        print(f"{name}: T2I attribute accuracy {attribute_mean(t2i):.3f} (all-correct {t2i['all']:.3f}); "
+              f"I2T {attribute_mean(i2t):.3f} (all-correct {i2t['all']:.3f})", flush=True)
+    largest = next((n for n in ("l_1-1-1", "m_1-1-1", "s_1-1-1") if n in results), None)
+    if largest:
+        prompts = [caption(s) for s in scenes[:8]]
+        _run([sys.executable, sample, "t2i", "--model", os.path.join(cfg.out, "exports", largest),
+              "--resolution", str(GRID * cell), "--out", os.path.join(cfg.out, "pictures", f"t2i_{largest}.png"),
+              *[a for p in prompts for a in ("--prompt", p)]])
+    os.makedirs(os.path.join(cfg.out, "eval"), exist_ok=True)
+    with open(os.path.join(cfg.out, "eval", "accuracy.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    return results
+
+
+def collect_runs(cfg: QuickstartConfig) -> Dict[str, dict]:
+    """Final train loss and last validation losses of every run that exists."""
     rows = {}
     for name, *_ in RUNS:
         path = os.path.join(cfg.out, "runs", name, "metrics.jsonl")
@@ -203,21 +241,31 @@ def summarise(cfg: QuickstartConfig) -> None:
         train = [x for x in lines if x.get("kind") == "train"]
         valid = [x for x in lines if x.get("kind") == "valid"]
         last_v = valid[-1] if valid else {}
-        row = {"steps": train[-1]["step"] if train else None, "loss": train[-1]["loss"] if train else None,
-               **{k: last_v.get(f"val_loss/{k}") for k in ("text", "t2i", "i2t")}}
-        rows[name] = row
-        fmt = lambda v: "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))  # noqa: E731
-        table.add_row(name, fmt(row["steps"]), fmt(row["loss"]), fmt(row["text"]), fmt(row["t2i"]), fmt(row["i2t"]))
-    Console().print(table)
-    timing = Table(title="stage timings (s)")
-    timing.add_column("stage")
-    timing.add_column("seconds")
-    for k, v in cfg.timings.items():
-        timing.add_row(k, f"{v:.1f}")
-    timing.add_row("total", f"{sum(cfg.timings.values()):.1f}")
-    Console().print(timing)
-    with open(os.path.join(cfg.out, "summary.json"), "w") as f:
-        json.dump({"runs": rows, "timings": cfg.timings}, f, indent=1)
+        rows[name] = {"steps": train[-1]["step"] if train else None, "loss": train[-1]["loss"] if train else None,
+                      "val": last_v.get("val_loss"), **{k: last_v.get(f"val_loss/{k}") for k in ("text", "t2i", "i2t")}}
+    return rows
+
+
+def summarise(cfg: QuickstartConfig, accuracy: Dict[str, dict]) -> None:
+    """Print the tables, write ``results.md`` (the README's numbers come from it) and ``summary.json``."""
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    from liquid_train.quickstart.evaluate import chance_accuracy
+    from liquid_train.quickstart.report import answer_questions, results_markdown
+
+    rows = collect_runs(cfg)
+    answers = answer_questions(rows, accuracy)
+    text = results_markdown(rows, accuracy, answers, cfg.timings, chance_accuracy())
+    Console(width=160).print(Markdown(text))
+    for name, payload in (("results.md", text), ("summary.json", json.dumps(
+            {"runs": rows, "accuracy": accuracy, "answers": answers, "timings": cfg.timings}, indent=1))):
+        tmp = os.path.join(cfg.out, name + ".tmp")
+        with open(tmp, "w") as f:
+            f.write(payload)
+        os.replace(tmp, os.path.join(cfg.out, name))
+    print(f"\nwrote {os.path.join(cfg.out, 'results.md')}; pictures under {cfg.out}/pictures, {cfg.out}/eval/*/ "
+          f"and {cfg.out}/scaling/", flush=True)
 
 
 def main(argv=None) -> int:
@@ -238,6 +286,7 @@ def main(argv=None) -> int:
     cell = vq_cfg.downsample_factor
     image_size = GRID * cell
     rc = 0
+    accuracy: Dict[str, dict] = {}
     try:
         with _stage(cfg, "synthetic data"):
             stage_synthetic(cfg, cell)
@@ -252,11 +301,11 @@ def main(argv=None) -> int:
         with _stage(cfg, "scaling fits"):
             stage_scaling(cfg)
         with _stage(cfg, "HF export + T2I/I2T sampling"):
-            stage_export_sample(cfg)
+            accuracy = stage_export_sample(cfg, cell)
     except StageMissing as err:
         print(f"\nquickstart: STAGE NOT AVAILABLE: {err}", file=sys.stderr)
         rc = 4
-    summarise(cfg)
+    summarise(cfg, accuracy)
     return rc
 
 
