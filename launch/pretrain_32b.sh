@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # qwen2.5_32b on 4 node(s) of 8x H100 (layout: configs/models/qwen2.5_32b.yaml, checked by tools/plan.py).
-# Usage: CONFIG=<run config composed by tools/sweep.py> sbatch launch/pretrain_32b.sh [key=value ...]
+# Usage, from the repo root (logs/ must exist: slurm opens --output before the script runs):
+#   mkdir -p logs && CONFIG=<run config composed by tools/sweep.py> sbatch launch/pretrain_32b.sh [key=value ...]
+# Signal -> checkpoint -> requeue -> resume: see launch/pretrain.sh (exec keeps this batch shell's pid for the USR1).
 #SBATCH --job-name=liquid-32b
 #SBATCH --nodes=4
 #SBATCH --ntasks-per-node=1

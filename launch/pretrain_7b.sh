@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # gemma_7b on 1 node(s) of 8x H100 (layout: configs/models/gemma_7b.yaml, checked by tools/plan.py).
-# Usage: CONFIG=<run config composed by tools/sweep.py> sbatch launch/pretrain_7b.sh [key=value ...]
+# Usage, from the repo root (logs/ must exist: slurm opens --output before the script runs):
+#   mkdir -p logs && CONFIG=<run config composed by tools/sweep.py> sbatch launch/pretrain_7b.sh [key=value ...]
+# Signal -> checkpoint -> requeue -> resume: see launch/pretrain.sh (exec keeps this batch shell's pid for the USR1).
 #SBATCH --job-name=liquid-7b
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=1
