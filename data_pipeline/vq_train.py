@@ -6,6 +6,13 @@ straight-through ``VectorQuantizer.forward``); no perceptual or adversarial term
 more steps than a quickstart has). Dead codes are restarted from encoder outputs of the current batch, the usual
 remedy for codebook collapse in short runs.
 
+Why an autoencoder warm-up and a k-means codebook: from a random start the straight-through VQ pulls every encoder
+output toward a near-zero random codebook (the commitment term), the decoder receives no information and a short
+run learns only the mean colour (measured on the quickstart scenes: L1 stuck at ~0.46 for 350 steps, every
+analysed attribute wrong). So the first ``ae_warmup_steps`` train encoder and decoder without quantisation (L1 falls
+to ~0.05 in ~200 steps there), then the codebook starts as k-means centroids of encoder latents of
+``kmeans_images`` training images, and the remaining steps train the full VQ from that point.
+
 Usage: ``python -m data_pipeline.vq_train --images DIR_OR_TARS --out DIR [--steps N] [--vq chameleon-vqgan-tiny]``.
 """
 from __future__ import annotations
@@ -32,13 +39,26 @@ from data_pipeline.vq.registry import REGISTRY
 class VQTrainConfig:
     steps: int = 300
     batch_size: int = 32
-    lr: float = 2e-3
+    lr: float = 1e-3
+    betas: tuple = (0.9, 0.99)
+    """No adversarial term here, so not the GAN-style (0.5, 0.9): with those the warm-up autoencoder did not learn
+    in 200 steps on the quickstart scenes (L1 0.49), with these it reached 0.05."""
     l1_weight: float = 1.0
     l2_weight: float = 1.0
     vq_weight: float = 1.0
     restart_dead_every: int = 25
     seed: int = 0
     log_every: int = 20
+    contrast_weight: float = 0.0
+    """Extra reconstruction weight on pixels far (> 0.25 in [-1, 1]) from their image's median colour. Sparse
+    images (small objects on a flat background, as in the quickstart) otherwise spend a short run on the background:
+    unweighted, shapes covering ~3% of the pixels were still missing after 300 steps at L1 0.04."""
+    ae_warmup_steps: int = 0
+    """Steps (counted in ``steps``) that train encoder + decoder without quantisation before the codebook exists."""
+    kmeans_init: bool = True
+    """Initialise the codebook by k-means on encoder latents when the VQ phase starts."""
+    kmeans_images: int = 256
+    kmeans_iters: int = 15
 
 
 def build_tiny_model(name: str = "chameleon-vqgan-tiny", resolution: Optional[int] = None, seed: int = 0) -> VQModel:
@@ -68,10 +88,24 @@ def load_images_from_tars(paths: Sequence[str], limit: Optional[int] = None) -> 
     return np.stack(out)
 
 
+def pixel_weights(batch: torch.Tensor, contrast_weight: float) -> torch.Tensor:
+    """[B,1,H,W] weights, mean 1 per image: 1 + ``contrast_weight`` where a pixel differs from the median colour."""
+    if contrast_weight <= 0:
+        return torch.ones_like(batch[:, :1])
+    median = batch.flatten(2).median(dim=2).values[:, :, None, None]
+    far = ((batch - median).abs().amax(dim=1, keepdim=True) > 0.25).float()
+    w = 1.0 + contrast_weight * far
+    return w / w.mean(dim=(2, 3), keepdim=True)
+
+
+def reconstruction_losses(recon: torch.Tensor, batch: torch.Tensor, cfg: VQTrainConfig):
+    w = pixel_weights(batch, cfg.contrast_weight)
+    return (w * (recon - batch).abs()).mean(), (w * (recon - batch) ** 2).mean()
+
+
 def train_step(model: VQModel, opt: torch.optim.Optimizer, batch: torch.Tensor, cfg: VQTrainConfig) -> dict:
     recon, vq_loss, idx = model(batch)
-    l1 = (recon - batch).abs().mean()
-    l2 = ((recon - batch) ** 2).mean()
+    l1, l2 = reconstruction_losses(recon, batch, cfg)
     loss = cfg.l1_weight * l1 + cfg.l2_weight * l2 + cfg.vq_weight * vq_loss
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -92,23 +126,67 @@ def restart_dead_codes(model: VQModel, batch: torch.Tensor, used: torch.Tensor, 
     return int(dead.numel())
 
 
+def autoencoder_step(model: VQModel, opt: torch.optim.Optimizer, batch: torch.Tensor, cfg: VQTrainConfig) -> dict:
+    """Warm-up step: reconstruction through encoder and decoder with no quantisation in between."""
+    recon = model.decode_latents(model.encode_latents(batch))
+    l1, l2 = reconstruction_losses(recon, batch, cfg)
+    loss = cfg.l1_weight * l1 + cfg.l2_weight * l2
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return {"loss": loss.item(), "l1": l1.item(), "l2": l2.item(), "vq": 0.0}
+
+
+@torch.no_grad()
+def kmeans_codebook(model: VQModel, images: torch.Tensor, iters: int, generator: torch.Generator) -> int:
+    """Set the codebook to k-means centroids (Lloyd) of the encoder latents of ``images``; returns codes in use.
+
+    Empty clusters are re-seeded with random latents each iteration, so every code starts on the data.
+    """
+    z = torch.cat([model.encode_latents(images[i:i + 64]) for i in range(0, len(images), 64)])
+    flat = z.permute(0, 2, 3, 1).reshape(-1, model.quantize.embed_dim).float()
+    k = model.codebook_size
+    centroids = flat[torch.randint(0, flat.shape[0], (k,), generator=generator)].clone()
+    assign = torch.zeros(flat.shape[0], dtype=torch.long)
+    for _ in range(iters):
+        assign = torch.cdist(flat, centroids).argmin(1)
+        counts = torch.bincount(assign, minlength=k)
+        sums = torch.zeros_like(centroids).index_add_(0, assign, flat)
+        filled = counts > 0
+        centroids[filled] = sums[filled] / counts[filled, None]
+        empty = torch.nonzero(~filled).flatten()
+        if empty.numel():
+            centroids[empty] = flat[torch.randint(0, flat.shape[0], (empty.numel(),), generator=generator)]
+    model.quantize.embedding.weight.data.copy_(centroids.to(model.quantize.embedding.weight.dtype))
+    return int(torch.unique(assign).numel())
+
+
 def train_vq(images: np.ndarray, model: VQModel, cfg: VQTrainConfig, log=print) -> dict:
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     data = torch.from_numpy(images)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
     used = torch.zeros(model.codebook_size, dtype=torch.long)
     history = []
     start = time.time()
     model.train()
+    warmup = min(cfg.ae_warmup_steps, cfg.steps)
     for step in range(1, cfg.steps + 1):
         batch = data[torch.randint(0, data.shape[0], (cfg.batch_size,), generator=gen)]
-        stats = train_step(model, opt, batch, cfg)
-        used += torch.bincount(stats.pop("indices").flatten(), minlength=model.codebook_size)
-        history.append(dict(step=step, **stats))
-        if cfg.restart_dead_every and step % cfg.restart_dead_every == 0 and step < cfg.steps * 0.8:
-            restart_dead_codes(model, batch, used, gen)
-            used.zero_()
+        if step <= warmup:
+            stats = autoencoder_step(model, opt, batch, cfg)
+        else:
+            if step == warmup + 1 and cfg.kmeans_init:
+                pick = torch.randperm(data.shape[0], generator=gen)[:cfg.kmeans_images]
+                live = kmeans_codebook(model, data[pick], cfg.kmeans_iters, gen)
+                log(f"[vq_train] step {step}: codebook from k-means on {len(pick)} images ({live} clusters used)")
+            stats = train_step(model, opt, batch, cfg)
+            used += torch.bincount(stats.pop("indices").flatten(), minlength=model.codebook_size)
+            vq_step = step - warmup
+            if cfg.restart_dead_every and vq_step % cfg.restart_dead_every == 0 and step < cfg.steps * 0.8:
+                restart_dead_codes(model, batch, used, gen)
+                used.zero_()
+        history.append(dict(step=step, phase="autoencoder" if step <= warmup else "vq", **stats))
         if step % cfg.log_every == 0 or step == cfg.steps:
             log(f"[vq_train] step {step}/{cfg.steps} loss {stats['loss']:.4f} l1 {stats['l1']:.4f} "
                 f"({time.time() - start:.1f}s)")
@@ -125,6 +203,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=VQTrainConfig.steps)
     p.add_argument("--batch-size", type=int, default=VQTrainConfig.batch_size)
     p.add_argument("--lr", type=float, default=VQTrainConfig.lr)
+    p.add_argument("--ae-warmup-steps", type=int, default=VQTrainConfig.ae_warmup_steps,
+                   help="steps without quantisation first (then a k-means codebook); counted in --steps")
     p.add_argument("--max-images", type=int, default=None)
     args = p.parse_args(argv)
     tars: List[str] = []
@@ -132,7 +212,8 @@ def main(argv=None) -> int:
         tars.extend(sorted(glob.glob(os.path.join(item, "*.tar"))) if os.path.isdir(item) else [item])
     images = load_images_from_tars(tars, args.max_images)
     model = build_tiny_model(args.vq, args.resolution or images.shape[-1])
-    cfg = VQTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr)
+    cfg = VQTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                        ae_warmup_steps=args.ae_warmup_steps)
     result = train_vq(images, model, cfg)
     save_vqgan(model, args.out)
     print(f"[vq_train] saved {args.out} after {result['seconds']:.1f}s")

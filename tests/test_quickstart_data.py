@@ -81,3 +81,39 @@ def test_vq_train_step_and_checkpoint_loads(tmp_path):
     tok = load_vq_tokenizer(str(tmp_path / "vq"))
     model.eval()
     assert torch.equal(tok.encode(images), model.encode_indices(images))
+
+
+def test_kmeans_codebook_and_contrast_weights():
+    from data_pipeline.vq_train import (VQTrainConfig, build_tiny_model, kmeans_codebook, pixel_weights,
+                                        train_vq)
+
+    torch.manual_seed(0)
+    model = build_tiny_model(resolution=16).eval()
+    images = torch.rand(6, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        z = model.encode_latents(images).permute(0, 2, 3, 1).reshape(-1, model.quantize.embed_dim)
+
+    def quant_error():
+        with torch.no_grad():
+            return torch.cdist(z, model.quantize.embedding.weight).min(1).values.pow(2).mean().item()
+
+    before = quant_error()
+    live = kmeans_codebook(model, images, iters=10, generator=torch.Generator().manual_seed(0))
+    # 24 latents, 512 codes: k-means puts a code on every latent (error ~0) where the random init is far away
+    assert live == 24 and quant_error() < 1e-6 * max(before, 1.0) and before > 1e-3
+
+    # a flat image with one 4x4 square: the square's pixels weigh (1 + w) / mean, the rest 1 / mean; mean 1
+    img = torch.full((1, 3, 16, 16), -0.5)
+    img[:, :, 4:8, 4:8] = 0.8
+    w = pixel_weights(img, 9.0)
+    assert torch.allclose(w.mean(), torch.tensor(1.0))
+    assert torch.allclose(w[0, 0, 5, 5] / w[0, 0, 0, 0], torch.tensor(10.0))
+    assert torch.equal(pixel_weights(img, 0.0), torch.ones_like(img[:, :1]))
+
+    # the warm-up phase trains without quantisation, then the VQ phase starts from the k-means codebook
+    model = build_tiny_model(resolution=16)
+    logs = []
+    result = train_vq(images.numpy(), model, VQTrainConfig(steps=4, batch_size=2, ae_warmup_steps=2, log_every=1,
+                                                           contrast_weight=2.0), log=logs.append)
+    assert [h["phase"] for h in result["history"]] == ["autoencoder"] * 2 + ["vq"] * 2
+    assert any("k-means" in line for line in logs) and all(np.isfinite(h["loss"]) for h in result["history"])
