@@ -34,6 +34,7 @@ setup(
         "pyyaml>=6",
         "tensorboard>=2.15",
         "wandb>=0.17",
+        "threadpoolctl>=3.1",  # one BLAS thread for the scaling-law fits (tools/scaling_laws.py)
     ],
     extras_require={
         "dev": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100"],

@@ -16,7 +16,6 @@ convergence); ``--chinchilla-starts all`` runs all 192 (see ``fit_chinchilla`` f
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import functools
 import itertools
@@ -110,58 +109,14 @@ by more than 1e-6 (relative) on 41 of 67 synthetic problems (up to 3%)."""
 CHINCHILLA_STARTS = 8
 """L-BFGS-B starts per full-data fit by default (the grid points with the lowest initial objective)."""
 
-_BLAS_THREAD_FNS: Optional[list] = None
-
-
-def _openblas_thread_fns() -> list:
-    """(get, set) num-threads functions of every OpenBLAS loaded in this process (numpy's and scipy's bundled ones,
-    or a system one), found by path in /proc/self/maps; [] where that is not readable (nothing is changed then)."""
-    global _BLAS_THREAD_FNS
-    if _BLAS_THREAD_FNS is None:
-        import ctypes
-        libs = set()
-        try:
-            with open("/proc/self/maps") as f:
-                for line in f:
-                    fields = line.split(None, 5)
-                    if len(fields) == 6 and "openblas" in os.path.basename(fields[5].strip()):
-                        libs.add(fields[5].strip())
-        except OSError:
-            pass
-        fns = []
-        for path in sorted(libs):
-            try:
-                lib = ctypes.CDLL(path)  # already loaded: the same handle
-            except OSError:
-                continue
-            names = [(f"{p}_get_num_threads{s}", f"{p}_set_num_threads{s}")
-                     for s in ("64_", "", "_64") for p in ("scipy_openblas", "openblas")]
-            for get_name, set_name in names:
-                get, set_ = getattr(lib, get_name, None), getattr(lib, set_name, None)
-                if get is not None and set_ is not None:
-                    get.restype, get.argtypes = ctypes.c_int, []
-                    set_.restype, set_.argtypes = None, [ctypes.c_int]
-                    fns.append((get, set_))
-                    break
-        _BLAS_THREAD_FNS = fns
-    return _BLAS_THREAD_FNS
-
-
-@contextlib.contextmanager
 def _single_thread_blas():
-    """One OpenBLAS thread while L-BFGS-B runs, restored afterwards (what ``OPENBLAS_NUM_THREADS=1`` does, at run
-    time). scipy >= 1.15's C L-BFGS-B calls BLAS/LAPACK (ddot, dpotrf, dtrtrs, ...) on 5-dimensional problems every
-    iteration; with OpenBLAS's thread pool on a loaded 2-core machine one ``setulb`` call took ~5 ms instead of
-    ~4 us (scipy/scipy#22438, #23191; OpenMathLib/OpenBLAS#5383), >95% of the fit's time there."""
-    fns = _openblas_thread_fns()
-    saved = [get() for get, _ in fns]
-    for _, set_ in fns:
-        set_(1)
-    try:
-        yield
-    finally:
-        for (_, set_), n in zip(fns, saved):
-            set_(n)
+    """One BLAS thread while L-BFGS-B runs, restored afterwards (``threadpoolctl``: what ``OPENBLAS_NUM_THREADS=1``
+    does, at run time). scipy >= 1.15's C L-BFGS-B calls BLAS/LAPACK (ddot, dpotrf, dtrtrs, ...) on 5-dimensional
+    problems every iteration; with OpenBLAS's thread pool on a loaded 2-core machine one ``setulb`` call took ~5 ms
+    instead of ~4 us (scipy/scipy#22438, #23191; OpenMathLib/OpenBLAS#5383), >95% of the fit's time there."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _lse3(u):
