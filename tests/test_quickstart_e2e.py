@@ -33,8 +33,11 @@ def test_short_quickstart_end_to_end(tmp_path):
     assert (out / "vq" / "vqgan.ckpt").exists() and (out / "vq" / "vqgan.yaml").exists()
     # HF export + sampling: both mixed runs exported, sampled and scored; the CLI's T2I grid written
     accuracy = json.load(open(out / "eval" / "accuracy.json"))
-    assert set(accuracy) == {"s_1-1-1", "m_1-1-1"}
+    assert set(accuracy) == {"s_1-1-1", "m_1-1-1", "vq_ceiling"}
+    assert set(accuracy["vq_ceiling"]["t2i"]) == {"kind", "colour", "position", "count", "background", "all"}
     for run, acc in accuracy.items():
+        if run == "vq_ceiling":
+            continue
         assert (out / "exports" / run / "config.json").exists() and (out / "exports" / run / "liquid_vocab.json").exists()
         assert acc["num_scenes"] == 8
         for task in ("t2i", "i2t"):

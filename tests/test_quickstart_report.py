@@ -32,6 +32,8 @@ def test_missing_runs_are_not_measured_and_markdown_has_numbers():
     chance = chance_accuracy()
     assert abs(chance["kind"] - 1 / 3) < 1e-12 and abs(chance["count"] - 1 / 3) < 1e-12
     assert abs(attribute_mean(chance) - (1 / 3 + 1 / 5 + 1 / 5 + 1 / 3 + 1 / 3) / 5) < 1e-12
-    md = results_markdown(runs, {"s_1-1-1": {"t2i": _acc(0.25), "i2t": _acc(0.5)}}, answers, {"train": 12.5}, chance)
+    md = results_markdown(runs, {"s_1-1-1": {"t2i": _acc(0.25), "i2t": _acc(0.5)}, "vq_ceiling": {"t2i": _acc(0.75)}},
+                          answers, {"train": 12.5}, chance)
+    assert "| vq_ceiling | t2i | 0.750" in md and "| vq_ceiling | i2t" not in md
     assert "| s_1-1-1 | 6 | 3.200 | 3.000 | 5.100 |" in md and "| s_1-1-1 | t2i | 0.250" in md
     assert "| total | 12.5 |" in md

@@ -2,13 +2,17 @@
 
 Stages (each timed; each reuses its output on a rerun):
   1. synthetic image-text pairs (img2dataset-style tars) + templated text corpus
-  2. train the tiny VQGAN on the pairs (``data_pipeline.vq_train``) -> vqgan.ckpt + vqgan.yaml
-  3. train a BPE tokenizer (``tokenizers``) -> HF tokenizer dir; write the Liquid vocabulary layout
+  2. train the tiny VQGAN on the pairs (``data_pipeline.vq_train``: autoencoder warm-up, k-means codebook, VQ)
+     -> vqgan.ckpt + vqgan.yaml
+  3. train a byte-level BPE (``tokenizers``) in the qwen2.5 tiny layout (pieces, then <|endoftext|> ...) and extend
+     it with ``plan_vocab`` exactly as a real base model is (``liquid_vocab.json``)
   4. ``python -m data_pipeline encode`` and ``build pairs`` / ``build text`` (the real CLI)
   5. mix-pretrain with the real trainer: 3 sizes at 1:1:1, the 1:2:1 and 1:1:2 ablations at the middle size,
      text-only runs at the smallest and largest size
-  6. export to HF (``tools/convert_checkpoint.py megatron-to-hf``), sample T2I/I2T (``tools/sample.py``), score
-     with the analyser / caption parser; fit scaling curves (``tools/scaling_laws.py``)
+  6. fit scaling curves (``tools/scaling_laws.py``)
+  7. export each mixed run to HF (``tools/convert_checkpoint.py megatron-to-hf``), sample T2I/I2T from it and score
+     with the analyser / caption parser (``evaluate.py``); one grid through ``tools/sample.py``
+  8. answer the paper's three questions from the measured numbers -> ``results.md`` (``report.py``)
 A stage whose component is not in the checkout fails with a message naming the missing file.
 """
 from __future__ import annotations
@@ -34,16 +38,19 @@ class QuickstartConfig:
     out: str = "quickstart_out"
     short: bool = False
     num_pairs: int = 3000
-    vq_steps: int = 40
-    vq_batch: int = 16
-    train_iters: int = 60
+    vq_steps: int = 600
+    vq_warmup_steps: int = 400
+    """Autoencoder steps before the k-means codebook (see ``data_pipeline.vq_train``)."""
+    vq_batch: int = 8
+    vq_contrast_weight: float = 10.0
+    train_iters: int = 300
     seq_length: int = 128
     eval_scenes: int = 48
     timings: Dict[str, float] = field(default_factory=dict)
 
     def shorten(self) -> None:
         self.short = True
-        self.num_pairs, self.vq_steps, self.train_iters, self.eval_scenes = 300, 3, 6, 8
+        self.num_pairs, self.vq_steps, self.vq_warmup_steps, self.train_iters, self.eval_scenes = 300, 4, 2, 6, 8
 
 
 def _stage(cfg: QuickstartConfig, name: str):
@@ -94,7 +101,9 @@ def stage_vq(cfg: QuickstartConfig, image_size: int) -> None:
         return
     images = load_images_from_tars(sorted(glob.glob(os.path.join(cfg.out, "pairs", "*.tar"))))
     model = build_tiny_model(resolution=image_size)
-    result = train_vq(images, model, VQTrainConfig(steps=cfg.vq_steps, batch_size=cfg.vq_batch, log_every=10))
+    result = train_vq(images, model, VQTrainConfig(steps=cfg.vq_steps, batch_size=cfg.vq_batch, log_every=100,
+                                                   ae_warmup_steps=cfg.vq_warmup_steps,
+                                                   contrast_weight=cfg.vq_contrast_weight))
     save_vqgan(model, out)
     with open(os.path.join(out, "history.json"), "w") as f:
         json.dump(result["history"], f)
@@ -179,7 +188,7 @@ def stage_train(cfg: QuickstartConfig) -> None:
               f"data.vocab={out}/vocab/liquid_vocab.json", f"data.tokenizer={out}/tokenizer",
               f"data.pairs_path={out}/data/pairs", f"data.text_path={out}/data/text", *[f"data.mixture.{k}={v}" for k, v in mixture.items()],
               f"data.seq_length={cfg.seq_length}", f"train.iters={iters}",
-              f"train.eval_interval={max(1, iters // 2)}", f"checkpoint.save_interval={iters}"])
+              f"train.eval_interval={max(2, iters // 5)}", f"checkpoint.save_interval={iters}"])
 
 
 def stage_scaling(cfg: QuickstartConfig) -> None:
@@ -224,6 +233,9 @@ def stage_export_sample(cfg: QuickstartConfig, cell: int) -> Dict[str, dict]:
         _run([sys.executable, sample, "t2i", "--model", os.path.join(cfg.out, "exports", largest),
               "--resolution", str(GRID * cell), "--out", os.path.join(cfg.out, "pictures", f"t2i_{largest}.png"),
               *[a for p in prompts for a in ("--prompt", p)]])
+    from liquid_train.quickstart.evaluate import vq_ceiling
+
+    results["vq_ceiling"] = {"t2i": vq_ceiling(os.path.join(cfg.out, "vq"), scenes, cell)}
     os.makedirs(os.path.join(cfg.out, "eval"), exist_ok=True)
     with open(os.path.join(cfg.out, "eval", "accuracy.json"), "w") as f:
         json.dump(results, f, indent=1)

@@ -80,6 +80,21 @@ def evaluate_exported(hf_dir: str, scenes: List[Scene], cell_size: int, out_dir:
     return {"t2i": _mean_scores(t2i_rows), "i2t": _mean_scores(i2t_rows), "num_scenes": len(scenes)}
 
 
+def vq_ceiling(vq_dir: str, scenes: List[Scene], cell_size: int, seed: int = 0) -> Dict[str, float]:
+    """The analyser on VQ round trips (encode -> decode) of rendered eval scenes: the best T2I accuracy any model
+    drawing codes of this tokenizer can reach, so a T2I score is read against it, not against 1.0."""
+    from data_pipeline.vq import load_vq_tokenizer
+    from liquid_train.inference.tasks import decode_codes, encode_images
+    from liquid_train.quickstart.analyser import analyse
+    from liquid_train.quickstart.synthetic import render
+
+    vq = load_vq_tokenizer(vq_dir)
+    rng = random.Random(seed + 7)
+    renders = [render(s, cell_size, rng) for s in scenes]
+    recon = decode_codes(vq, encode_images(vq, renders, cell_size * GRID))
+    return _mean_scores([score(analyse(im), s) for im, s in zip(recon, scenes)])
+
+
 def chance_accuracy() -> Dict[str, float]:
     """Per-attribute accuracy of a uniform guess: what an untrained model's scores are compared with."""
     from liquid_train.quickstart import scene as sc
