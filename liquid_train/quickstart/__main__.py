@@ -205,7 +205,8 @@ EVAL_RUNS = ("s_1-1-1", "m_1-1-1", "l_1-1-1", "m_1-2-1", "m_1-1-2")
 
 def stage_export_sample(cfg: QuickstartConfig, cell: int) -> Dict[str, dict]:
     """Each mixed run -> HF dir (the real converter CLI) -> T2I/I2T accuracy; one T2I grid by ``tools/sample.py``."""
-    from liquid_train.quickstart.evaluate import EvalConfig, evaluate_exported
+    from data_pipeline.vq import load_vq_tokenizer
+    from liquid_train.quickstart.evaluate import EvalConfig, build_eval_set, evaluate_exported, vq_ceiling
     from liquid_train.quickstart.report import attribute_mean
     from liquid_train.quickstart.scene import GRID, caption
     from liquid_train.quickstart.synthetic import eval_scenes
@@ -214,6 +215,8 @@ def stage_export_sample(cfg: QuickstartConfig, cell: int) -> Dict[str, dict]:
     sample = _require("tools/sample.py", "T2I / I2T sampling")
     ecfg = EvalConfig(num_scenes=cfg.eval_scenes)
     scenes = eval_scenes(ecfg.num_scenes)
+    vq = load_vq_tokenizer(os.path.abspath(os.path.join(cfg.out, "vq")))
+    evalset = build_eval_set(vq, scenes, cell)
     results: Dict[str, dict] = {}
     for name in EVAL_RUNS:
         run_dir = os.path.join(cfg.out, "runs", name)
@@ -223,7 +226,7 @@ def stage_export_sample(cfg: QuickstartConfig, cell: int) -> Dict[str, dict]:
         if not os.path.exists(os.path.join(hf_dir, "config.json")):
             _run([sys.executable, convert, "megatron-to-hf", "--ckpt", run_dir, "--out", hf_dir,
                   "--tokenizer-dir", os.path.join(cfg.out, "tokenizer")])
-        results[name] = evaluate_exported(hf_dir, scenes, cell, os.path.join(cfg.out, "eval", name), ecfg)
+        results[name] = evaluate_exported(hf_dir, vq, evalset, os.path.join(cfg.out, "eval", name), ecfg)
         t2i, i2t = results[name]["t2i"], results[name]["i2t"]
         print(f"{name}: T2I attribute accuracy {attribute_mean(t2i):.3f} (all-correct {t2i['all']:.3f}); "
               f"I2T {attribute_mean(i2t):.3f} (all-correct {i2t['all']:.3f})", flush=True)
@@ -233,9 +236,7 @@ def stage_export_sample(cfg: QuickstartConfig, cell: int) -> Dict[str, dict]:
         _run([sys.executable, sample, "t2i", "--model", os.path.join(cfg.out, "exports", largest),
               "--resolution", str(GRID * cell), "--out", os.path.join(cfg.out, "pictures", f"t2i_{largest}.png"),
               *[a for p in prompts for a in ("--prompt", p)]])
-    from liquid_train.quickstart.evaluate import vq_ceiling
-
-    results["vq_ceiling"] = {"t2i": vq_ceiling(os.path.join(cfg.out, "vq"), scenes, cell)}
+    results["vq_ceiling"] = {"t2i": vq_ceiling(vq, evalset)}
     os.makedirs(os.path.join(cfg.out, "eval"), exist_ok=True)
     with open(os.path.join(cfg.out, "eval", "accuracy.json"), "w") as f:
         json.dump(results, f, indent=1)

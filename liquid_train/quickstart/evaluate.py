@@ -12,66 +12,75 @@ from __future__ import annotations
 
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List
 
 import numpy as np
 
+from liquid_train.inference.sampling import SamplingConfig
 from liquid_train.quickstart.scene import ATTRIBUTES, GRID, Scene, caption, parse_caption, score
 
 
 @dataclass
 class EvalConfig:
     num_scenes: int = 48
-    seed: int = 0
-    cfg_scale: float = 7.0
-    temperature: float = 0.99
-    top_k: int = 4096
-    top_p: float = 0.96
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    """T2I sampling: the public Liquid defaults (see ``SamplingConfig``)."""
     max_caption_tokens: int = 32
     batch_size: int = 16
     grid_images: int = 16
+
+
+@dataclass
+class EvalSet:
+    """The fixed evaluation scenes, rendered once and encoded once by the run's VQ; shared by every model's I2T
+    inputs and by the VQ ceiling, so they all see the very same pixels and codes."""
+    scenes: List[Scene]
+    renders: List["Image.Image"]  # noqa: F821
+    codes: np.ndarray
+    """I2T inputs: [n, tokens] VQ codes of ``renders``."""
+
+
+def build_eval_set(vq, scenes: List[Scene], cell_size: int, seed: int = 0) -> EvalSet:
+    from liquid_train.inference.tasks import encode_images
+    from liquid_train.quickstart.synthetic import render
+
+    rng = random.Random(seed + 7)
+    renders = [render(s, cell_size, rng) for s in scenes]
+    return EvalSet(scenes, renders, encode_images(vq, renders, cell_size * GRID))
 
 
 def _mean_scores(rows: List[Dict[str, float]]) -> Dict[str, float]:
     return {k: float(np.mean([r[k] for r in rows])) for k in (*ATTRIBUTES, "all")}
 
 
-def evaluate_exported(hf_dir: str, scenes: List[Scene], cell_size: int, out_dir: str,
-                      cfg: EvalConfig = EvalConfig()) -> dict:
+def evaluate_exported(hf_dir: str, vq, evalset: EvalSet, out_dir: str, cfg: EvalConfig = EvalConfig()) -> dict:
     """T2I and I2T accuracy per attribute for one exported model; writes t2i/i2t PNG grids and samples.jsonl."""
     import json
 
-    from data_pipeline.vq import load_vq_tokenizer
     from liquid_train.inference.grid import save_image_grid
     from liquid_train.inference.liquid_hf import load_liquid_hf
-    from liquid_train.inference.sampling import SamplingConfig
-    from liquid_train.inference.tasks import decode_codes, encode_images, image_to_text, text_to_image
+    from liquid_train.inference.tasks import decode_codes, image_to_text, text_to_image
     from liquid_train.quickstart.analyser import analyse
-    from liquid_train.quickstart.synthetic import render
 
     os.makedirs(out_dir, exist_ok=True)
     lm = load_liquid_hf(hf_dir)
-    vq = load_vq_tokenizer(lm.vocab.vq_tokenizer)
-    image_size = cell_size * GRID
-    side = image_size // vq.downsample_factor
+    if vq.codebook_size != lm.vocab.num_image_tokens:
+        raise ValueError(f"{hf_dir}: {lm.vocab.num_image_tokens} image ids, but the VQ has {vq.codebook_size} codes")
+    scenes = evalset.scenes
     prompts = [caption(s) for s in scenes]
-    sampling = SamplingConfig(cfg_scale=cfg.cfg_scale, temperature=cfg.temperature, top_k=cfg.top_k,
-                              top_p=cfg.top_p, seed=cfg.seed)
-    codes = text_to_image(lm, prompts, side * side, sampling, batch_size=cfg.batch_size, progress=False)
+    codes = text_to_image(lm, prompts, evalset.codes.shape[1], cfg.sampling, batch_size=cfg.batch_size,
+                          progress=False)
     generated = decode_codes(vq, codes)
     t2i_read = [analyse(im) for im in generated]
     t2i_rows = [score(read, s) for read, s in zip(t2i_read, scenes)]
 
-    rng = random.Random(cfg.seed + 7)
-    renders = [render(s, cell_size, rng) for s in scenes]
-    captions = image_to_text(lm, encode_images(vq, renders, image_size), cfg.max_caption_tokens,
-                             batch_size=cfg.batch_size)
+    captions = image_to_text(lm, evalset.codes, cfg.max_caption_tokens, batch_size=cfg.batch_size)
     i2t_rows = [score(parse_caption(c), s) for c, s in zip(captions, scenes)]
 
     n = min(cfg.grid_images, len(scenes))
     save_image_grid(generated[:n], os.path.join(out_dir, "t2i.png"), captions=prompts[:n], cols=8)
-    save_image_grid(np.stack([np.asarray(r) for r in renders[:n]]), os.path.join(out_dir, "i2t.png"),
+    save_image_grid(np.stack([np.asarray(r) for r in evalset.renders[:n]]), os.path.join(out_dir, "i2t.png"),
                     captions=captions[:n], cols=8)
     with open(os.path.join(out_dir, "samples.jsonl.tmp"), "w") as f:
         for s, p, read, c in zip(scenes, prompts, t2i_read, captions):
@@ -80,19 +89,14 @@ def evaluate_exported(hf_dir: str, scenes: List[Scene], cell_size: int, out_dir:
     return {"t2i": _mean_scores(t2i_rows), "i2t": _mean_scores(i2t_rows), "num_scenes": len(scenes)}
 
 
-def vq_ceiling(vq_dir: str, scenes: List[Scene], cell_size: int, seed: int = 0) -> Dict[str, float]:
-    """The analyser on VQ round trips (encode -> decode) of rendered eval scenes: the best T2I accuracy any model
+def vq_ceiling(vq, evalset: EvalSet) -> Dict[str, float]:
+    """The analyser on VQ round trips (encode -> decode) of the eval renders: the best T2I accuracy any model
     drawing codes of this tokenizer can reach, so a T2I score is read against it, not against 1.0."""
-    from data_pipeline.vq import load_vq_tokenizer
-    from liquid_train.inference.tasks import decode_codes, encode_images
+    from liquid_train.inference.tasks import decode_codes
     from liquid_train.quickstart.analyser import analyse
-    from liquid_train.quickstart.synthetic import render
 
-    vq = load_vq_tokenizer(vq_dir)
-    rng = random.Random(seed + 7)
-    renders = [render(s, cell_size, rng) for s in scenes]
-    recon = decode_codes(vq, encode_images(vq, renders, cell_size * GRID))
-    return _mean_scores([score(analyse(im), s) for im, s in zip(recon, scenes)])
+    recon = decode_codes(vq, evalset.codes)
+    return _mean_scores([score(analyse(im), s) for im, s in zip(recon, evalset.scenes)])
 
 
 def chance_accuracy() -> Dict[str, float]:
