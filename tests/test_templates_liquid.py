@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from helpers_data import text_stream_oracle
 from liquid_train.data.config import I2T_PROMPT, T2I_INSTRUCTIONS
 from liquid_train.data.task_datasets import LiquidTaskDataset, open_indexed_dataset
 from liquid_train.data.templates import LiquidTemplates
@@ -24,7 +25,10 @@ def fx(tmp_path_factory):
     return {"tok": tok, "vocab": vocab, "templates": templates, "pairs": p_ds, "text": t_ds,
             "t2i": LiquidTaskDataset(TASK_T2I, p_ds, pairs, templates, (0, 40), 10_000),
             "i2t": LiquidTaskDataset(TASK_I2T, p_ds, pairs, templates, (0, 40), 10_000),
-            "txt": LiquidTaskDataset(TASK_TEXT, t_ds, text, templates, (0, 30), 10_000)}
+            "txt": LiquidTaskDataset(TASK_TEXT, t_ds, text, templates, (0, 30), 10_000, text_sample="document"),
+            "win": LiquidTaskDataset(TASK_TEXT, t_ds, text, templates, (0, 30), 10_000, text_chunk_length=40),
+            "win_valid": LiquidTaskDataset(TASK_TEXT, t_ds, text, templates, (0, 30), 10_000, split="valid",
+                                           shuffle=False, text_chunk_length=40)}
 
 
 def _enc(tok, s):
@@ -107,3 +111,40 @@ def test_image_too_large_for_seq_length_is_a_config_error(fx):
     with pytest.raises(ValueError, match="need seq_length >="):
         small = LiquidTemplates(fx["vocab"], fx["tok"], 20, seed=0)
         LiquidTaskDataset(TASK_T2I, fx["pairs"], "pairs", small, (0, 40), 10)
+
+
+def test_text_windows_cut_the_shuffled_document_stream(fx):
+    v, ds = fx["vocab"], fx["win"]
+    docs = [fx["text"][d] for d in range(30)]
+    orders = [ds.permutations(e) for e in range(3)]
+    assert all(sorted(o.tolist()) == list(range(30)) for o in orders) and not np.array_equal(orders[0], orders[1])
+    x, y, starts = text_stream_oracle(docs, orders, v.bos_id, v.eos_id)
+    n = len(x) // 40
+    runs = [ds.positions(i) for i in range(n)]
+    assert all(len(r) == 40 and ds.footprints([i])[0] == 40 for i, r in enumerate(runs))
+    np.testing.assert_array_equal(np.concatenate([r.inputs for r in runs]), x[:n * 40])
+    np.testing.assert_array_equal(np.concatenate([r.labels for r in runs]), y[:n * 40])
+    np.testing.assert_array_equal(np.concatenate([r.segment_starts for r in runs]), starts[:n * 40])
+    assert all(r.loss_mask.all() and r.stream_span == (40 * i, 40 * i + 40) for i, r in enumerate(runs))
+    assert ds.epochs(n) == pytest.approx(n * 40 / (len(x) / 3))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(index=st.integers(0, 5_000), start=st.integers(0, 39), length=st.integers(1, 40))
+def test_a_window_slice_reads_the_same_positions(fx, index, start, length):
+    ds = fx["win"]
+    stop = min(40, start + length)
+    whole, part = ds.positions(index), ds.positions(index, start, stop)
+    np.testing.assert_array_equal(part.inputs, whole.inputs[start:stop])
+    np.testing.assert_array_equal(part.labels, whole.labels[start:stop])
+    np.testing.assert_array_equal(part.segment_starts, whole.segment_starts[start:stop])
+    assert part.stream_span == (40 * index + start, 40 * index + stop)
+
+
+def test_validation_windows_cover_one_epoch_in_order(fx):
+    v, ds = fx["vocab"], fx["win_valid"]
+    x, y, _ = text_stream_oracle([fx["text"][d] for d in range(30)], [np.arange(30)], v.bos_id, v.eos_id)
+    feet = ds.footprints(np.arange(ds.num_units))
+    assert feet.sum() == len(x) and (feet[:-1] == 40).all() and 1 <= feet[-1] <= 40
+    np.testing.assert_array_equal(np.concatenate([ds.positions(i).inputs for i in range(ds.num_units)]), x)
+    np.testing.assert_array_equal(np.concatenate([ds.positions(i).labels for i in range(ds.num_units)]), y)

@@ -49,9 +49,10 @@ def test_tiny_model_loss_falls_on_mixed_data_with_per_task_metrics(tmp_path):
     assert sum(r["tokens/text"] for r in train) > 0
     # t2i loss tokens: the 16 codes + <eoi> + eos of each T2I sample
     assert all(r["tokens/t2i"] == 18 * r["samples/t2i"] for r in train)
-    # the mixture: t2i:text samples = 2:1. Exact on every prefix of the sample stream upstream; the packer's window
-    # (8 open sequences) reorders samples across sequence boundaries, so a prefix of packed sequences is within a few %.
-    n_text = sum(r["samples/text"] for r in train)
+    # the mixture: t2i:text samples = 2:1, a text sample being a window of seq_length (128) text positions, all of
+    # them loss tokens. Exact on every prefix of the sample stream upstream; the packer's window (8 open sequences)
+    # reorders samples across sequence boundaries, so a prefix of packed sequences is within a few %.
+    n_text = sum(r["tokens/text"] for r in train) / 128
     n_t2i = sum(r["samples/t2i"] for r in train)
     assert n_text > 50 and abs(n_t2i - 2 * n_text) <= 0.05 * (n_t2i + n_text), (n_text, n_t2i)
     # loss is the token-weighted mean of the task losses

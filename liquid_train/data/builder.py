@@ -12,6 +12,7 @@ Usage (the trainer's side)::
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -24,7 +25,7 @@ import torch
 
 from liquid_train.data.config import DataConfig
 from liquid_train.data.mixture import MixtureStream
-from liquid_train.data.packing import PackedDataset, build_pack_index, collate_packed
+from liquid_train.data.packing import PackedDataset, PackIndex, build_pack_index, collate_packed
 from liquid_train.data.sampler import PretrainingBatchSampler
 from liquid_train.data.task_datasets import LiquidTaskDataset, open_indexed_dataset, split_documents
 from liquid_train.data.templates import LiquidTemplates
@@ -36,18 +37,18 @@ logger = logging.getLogger(__name__)
 class PackedMixtureDataset(PackedDataset):
     """The training dataset: packed sequences of the blended stream, plus per-task reporting."""
 
-    def __init__(self, stream: MixtureStream, offsets, order, cfg: DataConfig, pad_id: int):
-        super().__init__(stream, offsets, order, cfg.seq_length, pad_id, stream.footprints, stream.tasks, "train")
+    def __init__(self, stream: MixtureStream, index: PackIndex, cfg: DataConfig, pad_id: int):
+        super().__init__(stream, index, cfg.seq_length, pad_id, stream.footprints, stream.tasks, "train")
         self.config = cfg
-        self.units_per_task = {d.task: d.num_units for d in stream.task_datasets}
+        self.task_datasets = {d.task: d for d in stream.task_datasets}
 
     def report(self, consumed_samples: int) -> Dict[str, float]:
         """Per-task samples and epochs after ``consumed_samples`` packed sequences, plus packing efficiency."""
         counts = self.task_counts(consumed_samples)
         out: Dict[str, float] = {"packing_efficiency": self.packing_efficiency(0, max(1, consumed_samples))}
-        for task, units in self.units_per_task.items():
+        for task, dataset in self.task_datasets.items():
             out[f"samples/{TASK_NAMES[task]}"] = int(counts[task])
-            out[f"epochs/{TASK_NAMES[task]}"] = counts[task] / units
+            out[f"epochs/{TASK_NAMES[task]}"] = dataset.epochs(counts[task])
         return out
 
 
@@ -75,31 +76,38 @@ def _atomic_save(path: str, array: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def _cached_pack_index(cfg: DataConfig, description: dict, footprints: np.ndarray, flush: bool):
+_PACK_FIELDS = ("offsets", "sample", "start", "length")
+PACKER_VERSION = 2  # part of the cache key: bump whenever build_pack_index would pack the same stream differently
+
+
+def _cached_pack_index(cfg: DataConfig, description: dict, footprints: np.ndarray, splittable: np.ndarray,
+                       flush: bool) -> PackIndex:
     """Pack (or load the cached pack index of) a stream; keyed by the stream description and its footprints."""
-    key = hashlib.md5(json.dumps(description, sort_keys=True).encode() + footprints.tobytes(),
-                      usedforsecurity=False).hexdigest()
+    key = hashlib.md5(json.dumps(description, sort_keys=True).encode() + footprints.tobytes() +
+                      np.packbits(splittable).tobytes(), usedforsecurity=False).hexdigest()
     directory = _cache_dir(cfg)
-    paths = [os.path.join(directory, f"pack-{key}-{name}.npy") for name in ("offsets", "order")]
-    if all(os.path.exists(p) for p in paths):
-        return np.load(paths[0]), np.load(paths[1])
-    offsets, order = build_pack_index(footprints, cfg.seq_length, cfg.pack_window, flush=flush)
+    paths = {name: os.path.join(directory, f"pack-{key}-{name}.npy") for name in _PACK_FIELDS}
+    if all(os.path.exists(p) for p in paths.values()):
+        return PackIndex(**{name: np.load(p) for name, p in paths.items()})
+    index = build_pack_index(footprints, cfg.seq_length, cfg.pack_window, flush=flush, splittable=splittable)
     try:
         os.makedirs(directory, exist_ok=True)
-        _atomic_save(paths[0], offsets)
-        _atomic_save(paths[1], order)
+        for name, array in index.arrays().items():  # offsets last: a complete set is what the check above reads
+            if name != "offsets":
+                _atomic_save(paths[name], array)
+        _atomic_save(paths["offsets"], index.offsets)
     except OSError as exc:  # a read-only data dir must not stop training; the index is cheap to rebuild
         logger.warning("could not cache the pack index in %s: %s", directory, exc)
-    return offsets, order
+    return index
 
 
 def _describe(cfg: DataConfig, split: str, size: int) -> dict:
-    fields = {k: getattr(cfg, k) for k in ("pairs_path", "text_path", "mixture", "mix_by", "seq_length", "text_chunk_length", "seed",
+    fields = {k: getattr(cfg, k) for k in ("pairs_path", "text_path", "mixture", "mix_by", "seq_length", "text_sample", "text_chunk_length", "seed",
                                             "cfg_drop_prob", "blend_algorithm", "valid_fraction", "pack_window", "t2i_instructions",
                                             "i2t_prompt")}
     fields["pairs_path"] = fields["pairs_path"] and os.path.abspath(fields["pairs_path"])
     fields["text_path"] = fields["text_path"] and os.path.abspath(fields["text_path"])
-    return {"split": split, "size": size, **fields}
+    return {"split": split, "size": size, "packer": PACKER_VERSION, **fields}
 
 
 def build_datasets(cfg: DataConfig, num_train_sequences: int, vocab: Optional[LiquidVocab] = None,
@@ -134,7 +142,7 @@ def build_datasets(cfg: DataConfig, num_train_sequences: int, vocab: Optional[Li
         kind = "text" if task == TASK_TEXT else "pairs"
         prefix, indexed = opened[kind]
         return LiquidTaskDataset(task, indexed, prefix, tmpl, splits[kind][split], num_samples, split, shuffle,
-                                 cfg.text_chunk_length)
+                                 cfg.text_chunk_length, cfg.text_sample)
 
     # Mean footprint per task (one epoch, exact) -> stream size estimate, and token weights for mix_by=tokens.
     probes = {t: task_dataset(t, "train", 1, True, templates) for t in cfg.active_tasks}
@@ -149,11 +157,12 @@ def build_datasets(cfg: DataConfig, num_train_sequences: int, vocab: Optional[Li
     while True:
         datasets = [task_dataset(t, "train", size, True, templates) for t in cfg.active_tasks]
         stream = MixtureStream(datasets, list(weights), size, cfg.seed, cfg.seq_length, cfg.blend_algorithm)
-        offsets, order = _cached_pack_index(cfg, _describe(cfg, "train", size), stream.footprints, flush=False)
-        if len(offsets) - 1 >= num_train_sequences:
+        index = _cached_pack_index(cfg, _describe(cfg, "train", size), stream.footprints, stream.splittable,
+                                   flush=False)
+        if len(index) >= num_train_sequences:
             break
         size = int(size * 1.25) + 64
-    train = PackedMixtureDataset(stream, offsets, order, cfg, vocab.pad_id)
+    train = PackedMixtureDataset(stream, index, cfg, vocab.pad_id)
 
     valid: Dict[str, PackedDataset] = {}
     if cfg.valid_fraction > 0:
@@ -161,19 +170,24 @@ def build_datasets(cfg: DataConfig, num_train_sequences: int, vocab: Optional[Li
             probe = task_dataset(task, "valid", 1, False, valid_templates)
             dataset = task_dataset(task, "valid", probe.num_units, False, valid_templates)
             footprints = dataset.footprints(np.arange(dataset.num_units))
-            offsets, order = _cached_pack_index(cfg, _describe(cfg, f"valid-{TASK_NAMES[task]}", dataset.num_units),
-                                                footprints, flush=True)
+            splittable = np.full(len(footprints), dataset.splittable)
+            index = _cached_pack_index(cfg, _describe(cfg, f"valid-{TASK_NAMES[task]}", dataset.num_units),
+                                       footprints, splittable, flush=True)
             tasks = np.full(len(footprints), task, dtype=np.int64)
-            valid[TASK_NAMES[task]] = PackedDataset(dataset, offsets, order, cfg.seq_length, vocab.pad_id,
+            valid[TASK_NAMES[task]] = PackedDataset(dataset, index, cfg.seq_length, vocab.pad_id,
                                                     footprints, tasks, f"valid-{TASK_NAMES[task]}")
     return train, valid
 
 
 def build_data_loader(dataset: PackedDataset, consumed_samples: int, micro_batch_size: int, dp_rank: int = 0,
-                      dp_size: int = 1, num_workers: int = 0, drop_last: bool = True) -> torch.utils.data.DataLoader:
+                      dp_size: int = 1, num_workers: int = 0, drop_last: bool = True,
+                      attention_mask: bool = True) -> torch.utils.data.DataLoader:
     """Loader over packed sequences from ``consumed_samples`` on; rank ``dp_rank`` of ``dp_size`` gets its slice.
 
-    Each yielded batch is a dict of tensors (see `collate_packed`). The stream does not depend on ``num_workers``."""
+    Each yielded batch is a dict of tensors (see `collate_packed`; ``attention_mask=False`` leaves out the dense
+    ``[b,1,s,s]`` mask, which the consumer then builds from ``segment_ids``). The stream does not depend on
+    ``num_workers``."""
     sampler = PretrainingBatchSampler(len(dataset), consumed_samples, micro_batch_size, dp_rank, dp_size, drop_last)
-    return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_packed,
+    return torch.utils.data.DataLoader(dataset, batch_sampler=sampler,
+                                       collate_fn=functools.partial(collate_packed, attention_mask=attention_mask),
                                        num_workers=num_workers, persistent_workers=num_workers > 0)

@@ -27,6 +27,7 @@ T2I_INSTRUCTIONS: List[str] = [
 I2T_PROMPT = "The caption of this image is:"
 
 MIX_BY_CHOICES = ("samples", "tokens")
+TEXT_SAMPLE_CHOICES = ("window", "document")
 
 
 @dataclass
@@ -48,9 +49,15 @@ class DataConfig:
     """``exact``: every prefix within 1 - 1/(2k-2) samples of the target (Tijdeman); ``megatron``: the stock
     ``build_blending_indices`` (targets the previous prefix; can miss by slightly more than one sample)."""
     seq_length: int = 2048
+    text_sample: str = "window"
+    """What one text sample is. ``window`` (default): ``text_chunk_length`` consecutive positions of the shuffled
+    document stream, as a megatron GPTDataset sample is (the paper's 30M text samples are ~60B tokens, ~2000 each);
+    the packer cuts windows to fill the room next to image samples, which is what lets image mixes pack to ~100%.
+    ``document``: one piece of one document (at most ``text_chunk_length`` positions), packed whole; the mixture then
+    counts documents, and image sequences keep whatever gap the next document does not fill."""
     text_chunk_length: Optional[int] = None
-    """Longest text piece (footprint) a document is cut into; None = seq_length (longest context). Shorter pieces
-    are more, smaller samples (the mixture counts pieces), which does not by itself fill image sequences better."""
+    """Positions per text sample: exactly this many for ``window`` (the last window of a validation split may be
+    shorter), at most this many for ``document``; None = seq_length."""
     seed: int = 1234
     cfg_drop_prob: float = 0.1
     """Probability that a T2I caption (+ instruction) is replaced by ``<unconditional>`` (classifier-free guidance)."""
@@ -83,6 +90,8 @@ class DataConfig:
             raise ValueError(f"DataConfig.cfg_drop_prob={self.cfg_drop_prob} must lie in [0, 1]")
         if not 0.0 <= self.valid_fraction < 1.0:
             raise ValueError(f"DataConfig.valid_fraction={self.valid_fraction} must lie in [0, 1)")
+        if self.text_sample not in TEXT_SAMPLE_CHOICES:
+            raise ValueError(f"DataConfig.text_sample={self.text_sample!r}; choose one of {TEXT_SAMPLE_CHOICES}")
         if self.text_chunk_length is not None and not 1 <= self.text_chunk_length:
             raise ValueError("DataConfig.text_chunk_length must be >= 1 (or null for seq_length)")
         if self.pack_window < 1:

@@ -16,7 +16,7 @@ from typing import List, Sequence
 import numpy as np
 
 from liquid_train.data.task_datasets import LiquidTaskDataset
-from liquid_train.data.templates import Sample
+from liquid_train.data.templates import Positions, Sample
 
 
 def exact_blending_indices(weights: Sequence[float], size: int):
@@ -98,12 +98,17 @@ class MixtureStream:
         self.dataset_sample_index = np.asarray(blended.dataset_sample_index, dtype=np.int64)
         self.tasks = np.array([d.task for d in task_datasets], dtype=np.int64)[self.dataset_index]
         self.footprints = np.empty(size, dtype=np.int64)
+        self.splittable = np.zeros(size, dtype=bool)
         for position, dataset in enumerate(task_datasets):
             sel = self.dataset_index == position
             self.footprints[sel] = dataset.footprints(self.dataset_sample_index[sel])
+            self.splittable[sel] = dataset.splittable
 
     def __len__(self) -> int:
         return len(self.dataset_index)
 
     def sample(self, n: int) -> Sample:
         return self.task_datasets[self.dataset_index[n]].sample(int(self.dataset_sample_index[n]))
+
+    def positions(self, n: int, start: int = 0, stop: int = None) -> Positions:
+        return self.task_datasets[self.dataset_index[n]].positions(int(self.dataset_sample_index[n]), start, stop)

@@ -1,16 +1,19 @@
-"""Packing whole samples into ``seq_length`` sequences, and the batch layout the trainer consumes.
+"""Packing the sample stream into ``seq_length`` sequences, and the batch layout the trainer consumes.
 
-The pack index is a pure function of the sample stream's footprints: an online best-fit packer with a bounded window
-of open sequences (``pack_window``). A sample goes into the open sequence with the least room that still fits it;
-when none fits and the window is full, the fullest open sequence is emitted. Samples are never split. The index is
-stored CSR-style, as megatron stores its sample index: packed sequence ``k`` holds stream samples
-``order[offsets[k]:offsets[k+1]]``, so sequence ``k`` is found without replaying the stream (resume is O(1)).
+The pack index is a pure function of the stream's footprints and of which samples are splittable: an online packer
+with a bounded window of open sequences (``pack_window``). Image-text samples are never split: each goes into the
+open sequence with the least room that still fits it; when none fits and the window is full, the fullest open
+sequence is emitted. Text windows (``text_sample: window``) are a token stream and are poured into the oldest open
+sequence, so the ~970 positions a 1024-code image leaves free at seq_length 2048 are filled by the text that comes
+next. The index is stored CSR-style, as megatron stores its sample index (`PackIndex`), so sequence ``k`` is found
+without replaying the stream (resume is O(1)).
 
 The packer is online, so the first emitted sequences do not depend on how long the stream is: a longer stream only
 appends sequences (the open ones at the end of a training stream are dropped, not flushed, to keep that property).
 
 Batch layout (all ``[b, s]`` unless noted):
-``tokens``, ``labels`` (int64), ``loss_mask`` (float32), ``position_ids`` (restart at 0 for every sample),
+``tokens``, ``labels`` (int64), ``loss_mask`` (float32), ``position_ids`` (restart at 0 for every segment:
+a sample, a document, or a text run that does not continue the run before it),
 ``task_ids`` (TASK_* per position, TASK_PAD on padding), ``segment_ids`` (sample number within the row, padding is
 its own last segment), ``attention_mask`` ``[b, 1, s, s]`` bool (True = masked: block-diagonal causal; padding
 attends causally to padding only, so no softmax row is empty), ``cu_seqlens`` ``[b, max_segments + 1]`` int32
@@ -19,7 +22,8 @@ attends causally to padding only, so no softmax row is empty), ``cu_seqlens`` ``
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -27,22 +31,62 @@ import torch
 from liquid_train.vocab import TASK_PAD
 
 
-def build_pack_index(footprints: np.ndarray, seq_length: int, window: int = 8,
-                     flush: bool = False) -> Tuple[np.ndarray, np.ndarray]:
-    """Pack stream samples with the given footprints; returns ``(offsets[int64, n+1], order[int64])``.
+@dataclass
+class PackIndex:
+    """Packed sequence ``k`` is the runs ``offsets[k] <= r < offsets[k+1]``: positions
+    ``[start[r], start[r] + length[r])`` of stream sample ``sample[r]``, in row order. A sample that is not
+    splittable is one run (start 0, its whole footprint)."""
+    offsets: np.ndarray
+    sample: np.ndarray
+    start: np.ndarray
+    length: np.ndarray
 
-    ``flush=False`` drops the sequences still open at the end of the stream (prefix stability for training);
-    ``flush=True`` emits them too (finite validation sets)."""
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def runs(self, k: int):
+        lo, hi = int(self.offsets[k]), int(self.offsets[k + 1])
+        return zip(self.sample[lo:hi].tolist(), self.start[lo:hi].tolist(), self.length[lo:hi].tolist())
+
+    def arrays(self) -> Dict[str, np.ndarray]:
+        return {"offsets": self.offsets, "sample": self.sample, "start": self.start, "length": self.length}
+
+
+def build_pack_index(footprints: np.ndarray, seq_length: int, window: int = 8, flush: bool = False,
+                     splittable: Optional[np.ndarray] = None) -> PackIndex:
+    """Pack stream samples with the given footprints (positions each) into ``seq_length`` rows.
+
+    Whole samples go best-fit into the open rows (a new row when none fits; when the window is full the fullest
+    open row is emitted first). Splittable samples (text windows) are poured, in stream order, into the oldest open
+    row, as many positions as it has room for, then the next one; that fills the gap an image sample leaves with
+    the text that comes next in the stream. ``flush=False`` drops the rows still open at the end of the stream
+    (prefix stability for training); ``flush=True`` emits them too (finite validation sets)."""
     footprints = np.asarray(footprints, dtype=np.int64)
-    if footprints.size and footprints.max() > seq_length:
-        bad = int(np.argmax(footprints))
+    split = np.zeros(len(footprints), dtype=bool) if splittable is None else np.asarray(splittable, dtype=bool)
+    whole = footprints[~split]
+    if whole.size and whole.max() > seq_length:
+        bad = int(np.nonzero(~split)[0][np.argmax(whole)])
         raise ValueError(f"stream sample {bad} has footprint {footprints[bad]} > seq_length {seq_length}")
     if footprints.size and footprints.min() < 1:
         raise ValueError("stream samples must have a footprint of at least 1 token")
     room: List[int] = []
-    members: List[List[int]] = []
-    emitted: List[List[int]] = []
-    for i, f in enumerate(footprints.tolist()):
+    members: List[List[Tuple[int, int, int]]] = []
+    emitted: List[List[Tuple[int, int, int]]] = []
+    for i, (f, pour) in enumerate(zip(footprints.tolist(), split.tolist())):
+        if pour:
+            start = 0
+            while start < f:
+                if not room:
+                    room.append(seq_length)
+                    members.append([])
+                take = min(room[0], f - start)
+                members[0].append((i, start, take))
+                room[0] -= take
+                start += take
+                if room[0] == 0:
+                    emitted.append(members.pop(0))
+                    room.pop(0)
+            continue
         best = -1
         best_room = seq_length + 1
         for j, r in enumerate(room):
@@ -53,32 +97,35 @@ def build_pack_index(footprints: np.ndarray, seq_length: int, window: int = 8,
                 fullest = min(range(len(room)), key=room.__getitem__)
                 emitted.append(members.pop(fullest))
                 room.pop(fullest)
+            if f == seq_length:
+                emitted.append([(i, 0, f)])
+                continue
             room.append(seq_length - f)
-            members.append([i])
+            members.append([(i, 0, f)])
         else:
             room[best] -= f
-            members[best].append(i)
+            members[best].append((i, 0, f))
             if room[best] == 0:
                 emitted.append(members.pop(best))
                 room.pop(best)
     if flush:
-        emitted.extend(members)
+        emitted.extend(m for m in members if m)
     offsets = np.zeros(len(emitted) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([len(m) for m in emitted])
-    order = np.fromiter((i for m in emitted for i in m), dtype=np.int64, count=int(offsets[-1]))
-    return offsets, order
+    runs = np.array([run for m in emitted for run in m], dtype=np.int64).reshape(-1, 3)
+    return PackIndex(offsets, runs[:, 0].copy(), runs[:, 1].astype(np.int32), runs[:, 2].astype(np.int32))
 
 
 class PackedDataset(torch.utils.data.Dataset):
     """Packed sequence ``k`` -> fixed-size ``[s]`` tensors (see the module docstring for the fields).
 
-    ``stream`` is any object with ``sample(i) -> Sample`` (a task dataset or a `MixtureStream`)."""
+    ``stream`` is any object with ``positions(i, start, stop) -> Positions`` (a task dataset or a `MixtureStream`).
+    """
 
-    def __init__(self, stream, offsets: np.ndarray, order: np.ndarray, seq_length: int, pad_id: int,
-                 footprints: np.ndarray, stream_tasks: np.ndarray, name: str = "train"):
+    def __init__(self, stream, index: PackIndex, seq_length: int, pad_id: int, footprints: np.ndarray,
+                 stream_tasks: np.ndarray, name: str = "train"):
         self.stream = stream
-        self.offsets = offsets
-        self.order = order
+        self.index = index
         self.seq_length = int(seq_length)
         self.pad_id = int(pad_id)
         self.name = name
@@ -86,10 +133,11 @@ class PackedDataset(torch.utils.data.Dataset):
         self.stream_tasks = stream_tasks
 
     def __len__(self) -> int:
-        return len(self.offsets) - 1
+        return len(self.index)
 
     def stream_indices(self, k: int) -> np.ndarray:
-        return self.order[self.offsets[k]:self.offsets[k + 1]]
+        """Stream samples (wholly or in part) in packed sequence ``k``, in row order."""
+        return self.index.sample[self.index.offsets[k]:self.index.offsets[k + 1]]
 
     def __getitem__(self, k: int) -> Dict[str, torch.Tensor]:
         if not 0 <= k < len(self):
@@ -98,26 +146,29 @@ class PackedDataset(torch.utils.data.Dataset):
         tokens = np.full(s, self.pad_id, dtype=np.int64)
         labels = np.full(s, self.pad_id, dtype=np.int64)
         loss_mask = np.zeros(s, dtype=np.float32)
-        position_ids = np.zeros(s, dtype=np.int64)
         task_ids = np.full(s, TASK_PAD, dtype=np.int64)
-        segment_ids = np.zeros(s, dtype=np.int64)
-        seg_lengths = []
+        starts = np.zeros(s, dtype=bool)
         pos = 0
-        for seg, i in enumerate(self.stream_indices(k).tolist()):
-            sample = self.stream.sample(i)
-            n = len(sample.tokens) - 1
-            tokens[pos:pos + n] = sample.tokens[:-1]
-            labels[pos:pos + n] = sample.tokens[1:]
-            loss_mask[pos:pos + n] = sample.target[1:]
-            position_ids[pos:pos + n] = np.arange(n)
-            task_ids[pos:pos + n] = sample.task
-            segment_ids[pos:pos + n] = seg
-            seg_lengths.append(n)
+        previous = None
+        for i, start, length in self.index.runs(k):
+            run = self.stream.positions(i, start, start + length)
+            n = len(run)
+            tokens[pos:pos + n] = run.inputs
+            labels[pos:pos + n] = run.labels
+            loss_mask[pos:pos + n] = run.loss_mask
+            task_ids[pos:pos + n] = run.task
+            starts[pos:pos + n] = run.segment_starts
+            # a run that continues the previous one's text stream stays in its segment (no attention cut)
+            continues = previous is not None and run.stream_span is not None and previous.task == run.task \
+                and previous.stream_span is not None and previous.stream_span[1] == run.stream_span[0]
+            starts[pos] = starts[pos] or not continues
+            previous = run
             pos += n
-        if pos < s:
-            position_ids[pos:] = np.arange(s - pos)
-            segment_ids[pos:] = len(seg_lengths)
-            seg_lengths.append(s - pos)
+        starts[pos:pos + 1] = True  # padding is its own last segment
+        begin = np.flatnonzero(starts)
+        segment_ids = np.cumsum(starts) - 1
+        position_ids = np.arange(s) - begin[segment_ids]
+        seg_lengths = np.diff(np.append(begin, s))
         return {
             "tokens": torch.from_numpy(tokens),
             "labels": torch.from_numpy(labels),
@@ -125,7 +176,7 @@ class PackedDataset(torch.utils.data.Dataset):
             "position_ids": torch.from_numpy(position_ids),
             "task_ids": torch.from_numpy(task_ids),
             "segment_ids": torch.from_numpy(segment_ids),
-            "seq_lengths": torch.tensor(seg_lengths, dtype=torch.int32),
+            "seq_lengths": torch.from_numpy(seg_lengths.astype(np.int32)),
         }
 
     # --- reporting ----------------------------------------------------------------------------------------------
@@ -134,28 +185,32 @@ class PackedDataset(torch.utils.data.Dataset):
         stop = len(self) if stop is None else stop
         if stop <= start:
             return float("nan")
-        used = self.stream_footprints[self.order[self.offsets[start]:self.offsets[stop]]].sum()
+        used = self.index.length[self.index.offsets[start]:self.index.offsets[stop]].sum(dtype=np.int64)
         return float(used) / float((stop - start) * self.seq_length)
 
     def task_counts(self, num_sequences: int) -> np.ndarray:
-        """Samples per task (indexed by TASK_*) in the first ``num_sequences`` packed sequences."""
-        taken = self.order[:self.offsets[min(num_sequences, len(self))]]
-        return np.bincount(self.stream_tasks[taken], minlength=3)
+        """Samples per task (indexed by TASK_*) begun in the first ``num_sequences`` packed sequences."""
+        end = self.index.offsets[min(num_sequences, len(self))]
+        begun = self.index.sample[:end][self.index.start[:end] == 0]
+        return np.bincount(self.stream_tasks[begun], minlength=3)
 
 
 def block_causal_mask(segment_ids: torch.Tensor) -> torch.Tensor:
     """``[b, s]`` segment ids -> ``[b, 1, s, s]`` bool mask, True = masked (other segment, or the future)."""
     s = segment_ids.shape[-1]
-    future = torch.triu(torch.ones(s, s, dtype=torch.bool), diagonal=1)
+    future = torch.triu(torch.ones(s, s, dtype=torch.bool, device=segment_ids.device), diagonal=1)
     other = segment_ids[:, :, None] != segment_ids[:, None, :]
     return (other | future).unsqueeze(1)
 
 
-def collate_packed(items: Sequence[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
-    """Stack packed sequences into a micro-batch and add ``attention_mask``, ``cu_seqlens``, ``max_seqlen``."""
+def collate_packed(items: Sequence[Dict[str, torch.Tensor]], attention_mask: bool = True) -> Dict[str, torch.Tensor]:
+    """Stack packed sequences into a micro-batch and add ``cu_seqlens``, ``max_seqlen`` and (``attention_mask=True``)
+    the dense ``attention_mask``. That mask is O(s^2) per row, most of a CPU loader's time at s = 2048; the trainer
+    asks for batches without it and builds it on its own device from ``segment_ids`` (`block_causal_mask`)."""
     keys = ("tokens", "labels", "loss_mask", "position_ids", "task_ids", "segment_ids")
     batch = {key: torch.stack([item[key] for item in items]) for key in keys}
-    batch["attention_mask"] = block_causal_mask(batch["segment_ids"])
+    if attention_mask:
+        batch["attention_mask"] = block_causal_mask(batch["segment_ids"])
     width = max(len(item["seq_lengths"]) for item in items) + 1
     cu = torch.full((len(items), width), -1, dtype=torch.int32)
     for row, item in enumerate(items):

@@ -1,9 +1,13 @@
 """Per-task datasets over the ``pairs`` / ``text`` megatron `IndexedDataset`s.
 
 A task dataset maps a sample index ``i`` (0, 1, 2, ... over as many epochs as the mixture asks for) to one templated
-`Sample`. Its *units* are documents (pairs) or document pieces (text, cut to fit ``seq_length``). Epoch
-``e = i // num_units`` visits the units in a permutation seeded by (seed, task, e), so a task that runs out repeats
-with a new order; the sample itself is a pure function of (seed, task, i).
+sample. Pairs: the units are documents; epoch ``e = i // num_units`` visits them in a permutation seeded by
+(seed, task, e), so a task that runs out repeats with a new order. Text, ``text_sample="window"``: epoch ``e`` lays
+the documents (``[bos] doc [eos]``) end to end in its own seeded order, the epochs follow each other as one endless
+position stream, and sample ``i`` is positions ``[i*W, (i+1)*W)`` of it (W = ``text_chunk_length``), the way
+megatron's GPTDataset cuts its samples; a window is *splittable*: the packer may cut it to fill the gap next to an
+image. Text, ``text_sample="document"``: the units are document pieces of at most W positions, packed whole. Either
+way a sample is a pure function of (seed, task, i).
 
 The class looks like a megatron ``MegatronDataset`` to `BlendedDataset` (``unique_identifiers``, ``index_split``,
 ``__len__``, ``__getitem__``), which is all BlendedDataset uses.
@@ -17,7 +21,7 @@ from typing import Dict, Tuple
 import numpy as np
 import torch
 
-from liquid_train.data.templates import LiquidTemplates, Sample
+from liquid_train.data.templates import LiquidTemplates, Positions, Sample
 from liquid_train.vocab import TASK_I2T, TASK_NAMES, TASK_T2I, TASK_TEXT
 
 
@@ -86,7 +90,8 @@ class LiquidTaskDataset(torch.utils.data.Dataset):
     """One task (text / t2i / i2t) of one split, ``num_samples`` long (wrapping into new epochs)."""
 
     def __init__(self, task: int, indexed, prefix: str, templates: LiquidTemplates, doc_range: Tuple[int, int],
-                 num_samples: int, split: str = "train", shuffle: bool = True, text_chunk_length: int = None):
+                 num_samples: int, split: str = "train", shuffle: bool = True, text_chunk_length: int = None,
+                 text_sample: str = "window"):
         from megatron.core.datasets.utils import Split
 
         self.task = task
@@ -98,7 +103,12 @@ class LiquidTaskDataset(torch.utils.data.Dataset):
         docs = np.asarray(indexed.document_indices, dtype=np.int64)
         start, end = doc_range
         first_seq = docs[start:end]
-        if task == TASK_TEXT:
+        self.splittable = task == TASK_TEXT and text_sample == "window"
+        self.wraps = split == "train"  # validation visits one epoch; its last window may be shorter
+        if self.splittable:
+            self.window = int(text_chunk_length or templates.seq_length)
+            self._build_text_stream(first_seq, seq_lengths[first_seq])
+        elif task == TASK_TEXT:
             chunk = min(text_chunk_length or templates.seq_length, templates.seq_length)
             self._build_text_units(first_seq, seq_lengths[first_seq], chunk)
         else:
@@ -107,16 +117,28 @@ class LiquidTaskDataset(torch.utils.data.Dataset):
             self.unit_image_len = seq_lengths[first_seq + 1]
             if len(first_seq):
                 templates.check_image_fits(int(self.unit_image_len.max()), where=f"{prefix} ({TASK_NAMES[task]})")
-        self.num_units = len(self.unit_footprint_base) if task == TASK_TEXT else len(first_seq)
-        if self.num_units == 0:
+        if self.splittable:
+            self.num_units = -(-self.epoch_positions // self.window)  # windows per epoch (the last may straddle)
+            num_permuted = len(first_seq)
+        else:
+            self.num_units = len(self.unit_footprint_base) if task == TASK_TEXT else len(first_seq)
+            num_permuted = self.num_units
+        if len(first_seq) == 0:
             raise ValueError(f"{prefix}: no {split} documents for task {TASK_NAMES[task]}")
-        self.permutations = _EpochPermutations(self.num_units, templates.seed, task, shuffle)
+        self.permutations = _EpochPermutations(num_permuted, templates.seed, task, shuffle)
+        self._epoch_starts: "OrderedDict[int, np.ndarray]" = OrderedDict()
         self.unique_identifiers = OrderedDict(
             [("class", type(self).__name__), ("task", TASK_NAMES[task]), ("path", prefix), ("split", split),
              ("doc_range", list(doc_range)), ("num_samples", self.num_samples), ("shuffle", shuffle),
              ("seed", templates.seed), ("seq_length", templates.seq_length),
-             ("text_chunk_length", text_chunk_length)]
+             ("text_chunk_length", text_chunk_length), ("text_sample", text_sample if task == TASK_TEXT else None)]
         )
+
+    def _build_text_stream(self, seqs: np.ndarray, lengths: np.ndarray) -> None:
+        self.doc_seq = seqs
+        self.doc_length = lengths
+        self.doc_positions = lengths + 1  # [bos] doc -> doc [eos]
+        self.epoch_positions = int(self.doc_positions.sum())
 
     def _build_text_units(self, seqs: np.ndarray, lengths: np.ndarray, seq_length: int) -> None:
         stream = lengths + 1  # document + [eos]
@@ -136,17 +158,26 @@ class LiquidTaskDataset(torch.utils.data.Dataset):
         return self.num_samples
 
     def __getitem__(self, index: int) -> Dict[str, np.ndarray]:
+        if self.splittable:
+            run = self.positions(index)
+            return {"inputs": run.inputs, "labels": run.labels}
         sample = self.sample(index)
         return {"tokens": sample.tokens, "target": sample.target}
 
     # --- ours ---------------------------------------------------------------------------------------------------
-    def epochs(self, num_taken: int) -> float:
-        """Epochs over this task's units after ``num_taken`` samples."""
+    def epochs(self, num_taken: float) -> float:
+        """Epochs over this task's data after ``num_taken`` samples."""
+        if self.splittable:
+            return num_taken * self.window / self.epoch_positions
         return num_taken / self.num_units
 
     def footprints(self, indices) -> np.ndarray:
         """Packed-sequence positions of samples ``indices`` (vectorised; reads no tokens)."""
         indices = np.asarray(indices, dtype=np.int64)
+        if self.splittable:
+            if self.wraps:
+                return np.full(indices.shape, self.window, dtype=np.int64)
+            return np.clip(self.epoch_positions - indices * self.window, 0, self.window)
         units = self.permutations.units(indices)
         if self.task == TASK_TEXT:
             return self.unit_footprint_base[units]
@@ -154,7 +185,54 @@ class LiquidTaskDataset(torch.utils.data.Dataset):
             return self.templates.t2i_footprints(indices, self.unit_caption_len[units], self.unit_image_len[units])
         return self.templates.i2t_footprints(self.unit_caption_len[units], self.unit_image_len[units])
 
+    def positions(self, index: int, start: int = 0, stop: int = None) -> Positions:
+        """Packed positions ``[start, stop)`` of sample ``index`` (reads only the tokens they need)."""
+        if not self.splittable:
+            return self.sample(index).positions(start, stop)
+        stop = int(self.footprints([index])[0]) if stop is None else stop
+        begin = index * self.window + start
+        return self._text_stream_positions(begin, begin + (stop - start))
+
+    def _epoch_document_starts(self, epoch: int) -> np.ndarray:
+        """Stream offsets (within the epoch) at which each document of epoch ``epoch``'s order begins."""
+        starts = self._epoch_starts.get(epoch)
+        if starts is None:
+            starts = np.zeros(len(self.doc_seq) + 1, dtype=np.int64)
+            np.cumsum(self.doc_positions[self.permutations(epoch)], out=starts[1:])
+            self._epoch_starts[epoch] = starts
+            if len(self._epoch_starts) > 4:
+                self._epoch_starts.popitem(last=False)
+        return starts
+
+    def _text_stream_positions(self, begin: int, end: int) -> Positions:
+        """Positions ``[begin, end)`` of the endless text stream; a segment starts at every document start."""
+        inputs, labels, seg_starts = [], [], []
+        at = begin
+        while at < end:
+            epoch, offset = divmod(at, self.epoch_positions)
+            starts = self._epoch_document_starts(epoch)
+            k = int(np.searchsorted(starts, offset, side="right")) - 1
+            doc = int(self.permutations(epoch)[k])
+            a = offset - int(starts[k])
+            b = min(int(self.doc_positions[doc]), a + (end - at))
+            length = int(self.doc_length[doc])
+            first = max(a - 1, 0)
+            count = min(b, length) - first
+            tokens = self.indexed.get(int(self.doc_seq[doc]), first, count) if count > 0 else np.empty(0, np.int64)
+            x, y = self.templates.text_document_positions(tokens, length, first, a, b)
+            inputs.append(x)
+            labels.append(y)
+            flags = np.zeros(b - a, dtype=bool)
+            flags[0] = a == 0
+            seg_starts.append(flags)
+            at += b - a
+        seg = np.concatenate(seg_starts)
+        return Positions(TASK_TEXT, np.concatenate(inputs), np.concatenate(labels), np.ones(len(seg), np.float32),
+                         seg, (begin, end))
+
     def sample(self, index: int) -> Sample:
+        if self.splittable:
+            raise TypeError("a text window is not a single templated sample; use positions(index)")
         unit = int(self.permutations.units(np.array([index]))[0])
         if self.task == TASK_TEXT:
             piece = self.indexed.get(int(self.unit_seq[unit]), int(self.unit_offset[unit]),

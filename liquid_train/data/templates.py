@@ -8,8 +8,12 @@ loss mask ``target[1:]``; so labels never cross a sample boundary and a sample's
 - T2I: ``[bos] caption+instruction <boi> codes <eoi> [eos]``; targets: codes, ``<eoi>``, ``[eos]``. With probability
   ``cfg_drop_prob`` the caption+instruction become ``<unconditional>`` (classifier-free guidance).
 - I2T: ``[bos] <boi> codes <eoi> "The caption of this image is:" caption [eos]``; targets: caption, ``[eos]``.
-- text: ``[bos] piece`` where pieces cut the stream ``doc + [eos]`` into chunks of at most ``seq_length`` tokens;
-  targets: everything (the bos is never a label).
+- text: every document is ``[bos] doc [eos]`` (targets: everything; the bos is never a label). Two ways to cut the
+  document stream into samples (``DataConfig.text_sample``): ``window`` (default), fixed windows of
+  ``text_chunk_length`` positions of the concatenated stream, as megatron's GPTDataset samples are (a window holds
+  several documents or part of one, and the packer may split it to fill the gap next to an image); ``document``,
+  ``[bos] piece`` where pieces cut ``doc + [eos]`` into chunks of at most ``text_chunk_length`` positions, packed
+  whole.
 
 Captions that would not let an image sample fit in ``seq_length`` are truncated (the image never is); a
 ``seq_length`` that cannot hold the image grid at all is a configuration error.
@@ -64,6 +68,34 @@ class Sample:
     def footprint(self) -> int:
         """Positions the sample occupies in a packed sequence (inputs = tokens[:-1])."""
         return len(self.tokens) - 1
+
+    def positions(self, start: int = 0, stop: Optional[int] = None) -> "Positions":
+        """Packed positions ``[start, stop)`` of this sample (one segment)."""
+        stop = self.footprint if stop is None else stop
+        starts = np.zeros(stop - start, dtype=bool)
+        starts[:1] = True
+        return Positions(self.task, self.tokens[start:stop], self.tokens[start + 1:stop + 1],
+                         self.target[start + 1:stop + 1], starts)
+
+
+@dataclass
+class Positions:
+    """A run of packed positions: what a packed sequence is assembled from.
+
+    ``inputs[p]`` is fed at position p, ``labels[p]`` is its next token *within the same document or sample* and
+    ``loss_mask[p]`` says whether that label gets loss. ``segment_starts[p]`` marks where a new attention segment
+    (a sample, or a document inside a text window) begins; position ids restart there. ``stream_span`` is the
+    ``[begin, end)`` of these positions in the task's continuous text stream (None for image-text samples), so the
+    packer's caller can tell that two runs in one row continue each other and keep them in one segment."""
+    task: int
+    inputs: np.ndarray
+    labels: np.ndarray
+    loss_mask: np.ndarray
+    segment_starts: np.ndarray
+    stream_span: Optional[tuple] = None
+
+    def __len__(self) -> int:
+        return len(self.inputs)
 
 
 class LiquidTemplates:
@@ -155,6 +187,18 @@ class LiquidTemplates:
         target = np.zeros(len(tokens), dtype=bool)
         target[len(head):] = True  # caption, [eos]
         return Sample(TASK_I2T, tokens, target)
+
+    def text_document_positions(self, doc: np.ndarray, doc_length: int, first: int, start: int,
+                                stop: int) -> tuple:
+        """(inputs, labels) of positions ``[start, stop)`` of ``[bos] doc [eos]`` (position p feeds ``bos`` or
+        ``doc[p-1]`` and predicts ``doc[p]`` or ``eos``); ``doc`` holds ``doc[first:...]``, the tokens the range
+        needs (``first = max(start - 1, 0)``)."""
+        p = np.arange(start, stop)
+        padded = np.concatenate([np.asarray(doc, dtype=np.int64), [self.vocab.eos_id]])
+        last = len(padded) - 1
+        inputs = np.where(p == 0, self.vocab.bos_id, padded[np.clip(p - 1 - first, 0, last)])
+        labels = np.where(p < doc_length, padded[np.clip(p - first, 0, last)], self.vocab.eos_id)
+        return inputs.astype(np.int64), labels.astype(np.int64)
 
     def text(self, piece: np.ndarray, ends_document: bool) -> Sample:
         """``piece`` = tokens of the document stream; ``ends_document`` appends the document's [eos]."""

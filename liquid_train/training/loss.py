@@ -66,7 +66,7 @@ def liquid_loss(logits: torch.Tensor, labels: torch.Tensor, loss_mask: torch.Ten
     Returns (sum of token losses incl. z-loss, number of loss tokens, reduced stats) where the stats tensor holds,
     as float64 sums: [ce_sum, tokens, ce_sum/text, tokens/text, ce/t2i, tok/t2i, ce/i2t, tok/i2t, zloss_sum,
     image_correct, image_tokens, samples/text, samples/t2i, samples/i2t] (a sample starts where its position id
-    restarts at 0).
+    restarts at 0: for text that is a document or a document piece, not a ``text_sample: window`` window).
     """
     from megatron.core.tensor_parallel import vocab_parallel_cross_entropy
 

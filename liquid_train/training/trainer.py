@@ -59,7 +59,8 @@ class ModelProvider:
 @dataclass
 class DataProvider:
     """Micro-batch iterators (contract 6 batches: tokens, labels, loss_mask, position_ids, task_ids,
-    attention_mask [b,1,s,s] bool True = masked, cu_seqlens)."""
+    segment_ids, cu_seqlens; optionally attention_mask [b,1,s,s] bool True = masked, else built from segment_ids on
+    the trainer's device)."""
 
     train_iterator: Callable[[int, int, int, int], Iterator[Dict[str, torch.Tensor]]]
     """``(consumed_samples, micro_batch_size, dp_rank, dp_size) -> iterator`` over this DP rank's micro-batches."""
@@ -256,7 +257,12 @@ class Trainer:
         kwargs = {}
         if "packed_seq_params" in batch:
             kwargs["packed_seq_params"] = batch["packed_seq_params"]
-        output = model(batch["tokens"], batch["position_ids"], batch["attention_mask"], **kwargs)
+        mask = batch.get("attention_mask")
+        if mask is None:  # loaders leave the O(s^2) mask out (see collate_packed); build it here, on the device
+            from liquid_train.data.packing import block_causal_mask
+
+            mask = block_causal_mask(batch["segment_ids"])
+        output = model(batch["tokens"], batch["position_ids"], mask, **kwargs)
         return output, partial(self._loss_func, batch)
 
     def _loss_func(self, batch, output):
