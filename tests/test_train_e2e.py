@@ -61,6 +61,12 @@ def test_tiny_model_loss_falls_on_mixed_data_with_per_task_metrics(tmp_path):
         assert abs(mixed - r["loss"]) < 1e-5 * r["loss"]
     assert 0 <= train[-1]["image_top1"] <= 1 and train[-1]["grad_norm"] > 0
     assert [v["step"] for v in valid] == [15, 30]
+    # the data stream's own report: packing efficiency, samples and epochs per task of the sequences consumed
+    data = [r for r in recs if r["kind"] == "data"]
+    assert [d["step"] for d in data] == [15, 30]
+    assert 0.5 < data[-1]["packing_efficiency"] <= 1.0 and "samples/i2t" not in data[-1]  # i2t has weight 0
+    assert data[-1]["samples/t2i"] > data[0]["samples/t2i"] > 0
+    assert data[-1]["epochs/t2i"] == pytest.approx(data[-1]["samples/t2i"] / 285)  # 300 pairs, 5% held out
     assert valid[-1]["val_loss/t2i"] is not None and valid[-1]["val_loss/i2t"] is None
     assert valid[-1]["val_loss"] < valid[0]["val_loss"] + 0.5
     assert train[-1]["consumed_tokens"] == 30 * 8 * 128 and train[-1]["flops"] > 0

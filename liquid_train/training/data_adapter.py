@@ -56,7 +56,8 @@ def build(cfg, vocab):
     except Exception:  # the grid only sizes the sample images
         grid = None
     return DataProvider(train_iterator=train_iterator, valid_iterators=valid_iterators,
-                        seq_length=data_cfg.seq_length, image_tokens=(grid[0] * grid[1]) if grid else None)
+                        seq_length=data_cfg.seq_length, image_tokens=(grid[0] * grid[1]) if grid else None,
+                        report=train.report)
 
 
 def _cycle(dataset, micro_batch_size, dp_rank, dp_size, build_data_loader):

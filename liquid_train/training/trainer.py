@@ -68,6 +68,9 @@ class DataProvider:
     """``(micro_batch_size, dp_rank, dp_size) -> {task: iterator}``, restarted at every validation."""
     seq_length: int = 0
     image_tokens: Optional[int] = None
+    report: Optional[Callable[[int], Dict[str, float]]] = None
+    """``consumed_samples -> {packing_efficiency, samples/<task>, epochs/<task>}`` of the training stream; logged
+    as a ``data`` record at every evaluation and at the end of training (how many epochs of each task were seen)."""
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -345,6 +348,10 @@ class Trainer:
         record["flops"] = self.flops
         return record
 
+    def _log_data_report(self, metrics: MetricsLogger) -> None:
+        if self.data.report is not None and self.is_logging_rank:
+            metrics.log({"kind": "data", "step": self.iteration, **self.data.report(self.consumed_samples)})
+
     # --- loop -------------------------------------------------------------------------------------------------
     def fit(self, metrics: MetricsLogger, sampler=None) -> Dict[str, Any]:
         cfg, t = self.cfg, self.cfg.train
@@ -392,6 +399,7 @@ class Trainer:
                 self.ckpt.finalize(blocking=False)
                 if t.eval_interval and self.iteration % t.eval_interval == 0:
                     metrics.log(self.evaluate())
+                    self._log_data_report(metrics)
                 if sampler is not None and cfg.sampling.interval and self.iteration % cfg.sampling.interval == 0:
                     sampler(self, metrics)
                 signalled = preempt.any_rank_signalled()
@@ -408,6 +416,7 @@ class Trainer:
             progress.close()
         if t.eval_interval and self.iteration % t.eval_interval != 0 and self.iteration >= t.iters:
             metrics.log(self.evaluate())
+            self._log_data_report(metrics)
         saved_now = cfg.checkpoint.save_interval and self.iteration % cfg.checkpoint.save_interval == 0
         if cfg.checkpoint.save_at_end and not saved_now:
             self.save_checkpoint()
