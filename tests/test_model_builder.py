@@ -67,3 +67,24 @@ def test_registry_real_sizes():
 def test_tp_not_dividing_heads_is_one_clear_error():
     with pytest.raises(ValueError, match="num_attention_heads=14"):
         check_divisibility(get_model_arch("qwen2.5", "0.5b"), tp=4)
+
+
+def test_training_sampler_adapter_is_pad_invariant(parallel):
+    """`MegatronCausalLM` (the training-progress T2I sampler's view of the megatron model): a left-padded batch of
+    prompts gives each row the logits of that prompt run alone, and the shared CFG sampler draws image ids only."""
+    from liquid_train.inference.sampling import CachedDecoder, SamplingConfig, generate_image_tokens
+    from liquid_train.training.sampling import MegatronCausalLM
+
+    vocab = default_test_vocab(base_vocab_size=512, num_image_tokens=64)
+    model = build_model(get_model_arch("qwen2.5", "tiny"), vocab)().eval()
+    lm = MegatronCausalLM(model)
+    prompts = [[vocab.bos_id, 5, 6, 7, 8, vocab.boi_id], [vocab.bos_id, 9, vocab.boi_id]]
+    batched = CachedDecoder(lm, prompts, vocab.pad_id, use_cache=False).logits()
+    for row, prompt in enumerate(prompts):
+        s = len(prompt)
+        alone = model(torch.tensor([prompt]), torch.arange(s)[None], _causal(1, s))[0, -1].float()
+        assert torch.allclose(batched[row], alone, atol=1e-4, rtol=1e-4)
+    uncond = [vocab.bos_id, vocab.uncond_id, vocab.boi_id]
+    tokens = generate_image_tokens(lm, prompts, uncond, 5, vocab.image_token_offset, vocab.image_token_end,
+                                   vocab.pad_id, SamplingConfig(cfg_scale=3.0, temperature=0.0), use_cache=False)
+    assert tokens.shape == (2, 5) and bool(vocab.is_image_id(tokens).all())

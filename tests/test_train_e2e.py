@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -79,5 +80,8 @@ def test_tiny_model_loss_falls_on_mixed_data_with_per_task_metrics(tmp_path):
     assert os.path.isdir(os.path.join(run_dir, "tensorboard"))
     from PIL import Image
 
+    from liquid_train.inference.grid import image_grid
+
     grid = Image.open(os.path.join(run_dir, "samples", "t2i_step0000030.png"))
-    assert grid.size == (2 * 32, 32)  # two prompts, 4x4 codes decoded at 8x upsampling
+    # two prompts, 4x4 codes decoded at 8x upsampling (32 px), tiled with their captions
+    assert grid.size == image_grid(np.zeros((2, 32, 32, 3), np.uint8), ["w1 w2", "w3"]).size
