@@ -7,8 +7,7 @@ Both int32, no bos/eos (templates add them). Written under temporary names and r
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 from tqdm import tqdm

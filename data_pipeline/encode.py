@@ -8,7 +8,6 @@ same bytes as an uninterrupted run.
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import os
 import time
@@ -21,7 +20,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
 from .distributed import RankInfo, detect_rank
-from .preprocess import REASONS, PreprocessConfig, Rejected, clean_caption, decode_image, preprocess_image
+from .preprocess import PreprocessConfig, Rejected, clean_caption, decode_image, preprocess_image
 from .readers import WorkUnit, expand_inputs, iter_unit, plan_units
 from .shards import ShardWriter, atomic_write_json, finished_shards, is_done, read_sidecar, shard_path
 

@@ -10,15 +10,13 @@ rejection reason, so every input is counted exactly once.
 from __future__ import annotations
 
 import glob
-import io
 import json
 import os
 import tarfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence
 
-from .preprocess import CORRUPT_RECORD, MISSING_CAPTION, MISSING_IMAGE, TRUNCATED_TAR
+from .preprocess import CORRUPT_RECORD, MISSING_IMAGE, TRUNCATED_TAR
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 TABLE_EXTS = (".jsonl", ".parquet")

@@ -12,7 +12,7 @@ import json
 import os
 import socket
 import tarfile
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List
 
 import numpy as np
 import webdataset as wds

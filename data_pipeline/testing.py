@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import tarfile
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Sequence
 
 import numpy as np
 from PIL import Image

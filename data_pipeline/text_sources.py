@@ -4,7 +4,7 @@ from __future__ import annotations
 import io
 import json
 import os
-from typing import Iterator, List, Sequence
+from typing import Iterator
 
 TEXT_SUFFIXES = (".jsonl", ".json", ".parquet", ".txt")
 

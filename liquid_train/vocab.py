@@ -22,6 +22,8 @@ from typing import Optional
 
 import numpy as np
 
+from liquid_train.atomic import atomic_write_json
+
 TASK_TEXT, TASK_T2I, TASK_I2T = 0, 1, 2
 TASK_NAMES = ("text", "t2i", "i2t")
 TASK_PAD = -1
@@ -99,11 +101,7 @@ class LiquidVocab:
         """Write ``liquid_vocab.json`` atomically into ``directory``; returns the path."""
         os.makedirs(directory, exist_ok=True)
         path = os.path.join(directory, self.FILENAME)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.to_dict(), f, indent=2, sort_keys=True)
-        os.replace(tmp, path)
-        return path
+        return atomic_write_json(path, self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def load(cls, path_or_dir: str) -> "LiquidVocab":

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from helpers_model import NUM_IMAGE_TOKENS, make_tokenizer, rel_err, save_tiny_hf
-from liquid_train.models.builder import VocabRows, build_gpt_model
+from helpers_model import NUM_IMAGE_TOKENS, rel_err, save_tiny_hf
+from liquid_train.models.builder import build_gpt_model
 from liquid_train.models.hf_conversion import (ConversionError, IMAGE_SIDECAR, hf_to_megatron,
                                                load_model_checkpoint, megatron_to_hf, read_model_sidecar)
 from liquid_train.parallel import destroy_parallel, initialize_parallel

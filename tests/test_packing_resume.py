@@ -119,7 +119,6 @@ def test_every_packed_row_matches_its_runs(fx):
     prefix are the text stream itself, each position exactly once."""
     train = fx["train"]
     oracle = _text_oracle(train)
-    text_positions = []
     for k in range(len(train)):
         item, want = train[k], expected_row(train, k, oracle)
         n = len(want["tokens"])

@@ -1,7 +1,6 @@
 """encode: every input accounted for, codes equal the tokenizer on independently preprocessed images, rank split
 without overlap, and a killed run resumed gives exactly the bytes of an uninterrupted run."""
 import filecmp
-import io
 import json
 import os
 import signal
@@ -14,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from data_pipeline.distributed import RankInfo, detect_rank
 from data_pipeline.encode import EncodeConfig, run_encode

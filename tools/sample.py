@@ -17,6 +17,8 @@ import json
 import os
 import sys
 
+from liquid_train.atomic import atomic_path, atomic_write_text
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
@@ -114,9 +116,9 @@ def cmd_t2i(args) -> int:
     side = args.resolution // vq.downsample_factor
     codes = text_to_image(lm, prompts, side * side, _config(args), batch_size=args.batch_size)
     if args.save_codes:
-        tmp = args.save_codes + ".tmp.npy"
-        np.save(tmp, codes.astype(np.int16))
-        os.replace(tmp, args.save_codes)
+        with atomic_path(args.save_codes) as tmp:
+            with open(tmp, "wb") as f:  # a file object: np.save would append .npy to a name
+                np.save(f, codes.astype(np.int16))
     save_image_grid(decode_codes(vq, codes), args.out, captions=prompts, cols=args.cols)
     print(f"wrote {args.out} ({len(prompts)} images, {side}x{side} codes each)")
     return 0
@@ -138,10 +140,7 @@ def cmd_i2t(args) -> int:
     captions = image_to_text(lm, codes, args.max_new_tokens, _config(args))
     lines = [json.dumps({"image": p, "caption": c}) for p, c in zip(args.image, captions)]
     if args.out:
-        tmp = args.out + ".tmp"
-        with open(tmp, "w") as f:
-            f.write("\n".join(lines) + "\n")
-        os.replace(tmp, args.out)
+        atomic_write_text(args.out, "\n".join(lines) + "\n")
         print(f"wrote {args.out}")
     else:
         print("\n".join(lines))

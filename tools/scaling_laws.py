@@ -28,6 +28,8 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import huber
 
+from liquid_train.atomic import atomic_write_text
+
 
 @dataclass
 class RunPoints:
@@ -263,13 +265,6 @@ def plot_score_vs_loss(loss: np.ndarray, score: np.ndarray, fit: Dict[str, float
     plt.close(fig)
 
 
-def _atomic_write(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def analyse(runs: List[RunPoints], out_dir: str, eval_csv: Optional[str] = None, n_boot: int = 100,
             chinchilla_starts: Optional[int] = CHINCHILLA_STARTS) -> dict:
     """All fits, plots and tables. ``chinchilla_starts``: L-BFGS-B starts of the full-data Chinchilla fit (None:
@@ -299,7 +294,7 @@ def analyse(runs: List[RunPoints], out_dir: str, eval_csv: Optional[str] = None,
         result["score_vs_loss_ci"] = bootstrap(fit_linear, [x, y], n_boot)
         plot_score_vs_loss(x, y, result["score_vs_loss"], out_dir)
     plot_loss_vs_flops(runs, result["power_law"], out_dir)
-    _atomic_write(os.path.join(out_dir, "fits.json"), json.dumps(result, indent=2))
+    atomic_write_text(os.path.join(out_dir, "fits.json"), json.dumps(result, indent=2))
     lines = ["| fit | parameter | value | 95% CI |", "|---|---|---|---|"]
     for key in ("chinchilla", "score_vs_loss"):
         for p, v in result.get(key, {}).items():
@@ -310,7 +305,7 @@ def analyse(runs: List[RunPoints], out_dir: str, eval_csv: Optional[str] = None,
         ci = result["power_law_ci"][name]
         for p, v in fit.items():
             lines.append(f"| power law {name} | {p} | {v:.4g} | [{ci[p][0]:.4g}, {ci[p][1]:.4g}] |")
-    _atomic_write(os.path.join(out_dir, "fits.md"), "\n".join(lines) + "\n")
+    atomic_write_text(os.path.join(out_dir, "fits.md"), "\n".join(lines) + "\n")
     return result
 
 

@@ -7,8 +7,8 @@ conv shortcut, vanilla single-head attention); anything else in a config is reje
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, Tuple
 
 import torch
 import torch.nn.functional as F

@@ -30,6 +30,7 @@ from liquid_train.data.sampler import PretrainingBatchSampler
 from liquid_train.data.task_datasets import LiquidTaskDataset, open_indexed_dataset, split_documents
 from liquid_train.data.templates import LiquidTemplates
 from liquid_train.vocab import TASK_NAMES, TASK_TEXT, LiquidVocab
+from liquid_train.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -71,9 +72,8 @@ def _cache_dir(cfg: DataConfig) -> str:
 
 
 def _atomic_save(path: str, array: np.ndarray) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp.npy"
-    np.save(tmp, array)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.save(tmp, array)
 
 
 _PACK_FIELDS = ("offsets", "sample", "start", "length")

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from liquid_train.data.templates import LiquidTemplates, Positions, Sample
-from liquid_train.vocab import TASK_I2T, TASK_NAMES, TASK_T2I, TASK_TEXT
+from liquid_train.vocab import TASK_NAMES, TASK_T2I, TASK_TEXT
 
 
 def open_indexed_dataset(prefix: str, kind: str):

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import math
-import os
 import textwrap
 from typing import Optional, Sequence
 
 import numpy as np
+
+from liquid_train.atomic import atomic_path
 
 
 def image_grid(images: np.ndarray, captions: Optional[Sequence[str]] = None, cols: Optional[int] = None,
@@ -42,8 +43,6 @@ def image_grid(images: np.ndarray, captions: Optional[Sequence[str]] = None, col
 def save_image_grid(images: np.ndarray, path: str, captions: Optional[Sequence[str]] = None,
                     cols: Optional[int] = None) -> str:
     """Write the grid atomically (temp + rename) as PNG; returns ``path``."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp.png"
-    image_grid(images, captions, cols).save(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        image_grid(images, captions, cols).save(tmp, format="PNG")
     return path

@@ -8,7 +8,7 @@ math with a few hundred thousand parameters, for tests and the CPU quickstart.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Dict, Optional, Tuple
 
 

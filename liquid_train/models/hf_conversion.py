@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import fields
 from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import torch
@@ -21,6 +20,7 @@ import torch
 from liquid_train.models.families import ModelArch, arch_from_dict, get_model_arch
 from liquid_train.models.vocab_extension import extend_embedding, extend_tokenizer, plan_vocab
 from liquid_train.vocab import LiquidVocab
+from liquid_train.atomic import atomic_path, atomic_write_json
 
 MODEL_TYPE_TO_FAMILY = {"qwen2": "qwen2.5", "llama": "llama3.2", "gemma2": "gemma2", "gemma": "gemma"}
 MODEL_SIDECAR = "liquid_model.json"
@@ -401,9 +401,8 @@ def hf_config_dict(arch: ModelArch, vocab: LiquidVocab, dtype: str = "float32") 
 def _atomic_save_safetensors(tensors: Dict[str, torch.Tensor], path: str) -> None:
     from safetensors.torch import save_file
 
-    tmp = path + ".tmp"
-    save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata={"format": "pt"})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata={"format": "pt"})
 
 
 def export_model_to_hf(model, arch: ModelArch, vocab: LiquidVocab, out_dir: str, tokenizer=None,
@@ -456,10 +455,7 @@ def export_model_to_hf(model, arch: ModelArch, vocab: LiquidVocab, out_dir: str,
 
 
 def _write_json(path: str, data) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
+    atomic_write_json(path, data, indent=2)
 
 
 def megatron_to_hf(ckpt_dir: str, out_dir: str, tokenizer_dir: Optional[str] = None,

@@ -21,7 +21,7 @@ starve image tokens. TP padding rows are zero and are masked to ``-inf`` logits 
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List
 
 import torch
 

@@ -26,6 +26,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List
 
+from liquid_train.atomic import atomic_write_text
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -273,10 +275,7 @@ def summarise(cfg: QuickstartConfig, accuracy: Dict[str, dict]) -> None:
     Console(width=160).print(Markdown(text))
     for name, payload in (("results.md", text), ("summary.json", json.dumps(
             {"runs": rows, "accuracy": accuracy, "answers": answers, "timings": cfg.timings}, indent=1))):
-        tmp = os.path.join(cfg.out, name + ".tmp")
-        with open(tmp, "w") as f:
-            f.write(payload)
-        os.replace(tmp, os.path.join(cfg.out, name))
+        atomic_write_text(os.path.join(cfg.out, name), payload)
     print(f"\nwrote {os.path.join(cfg.out, 'results.md')}; pictures under {cfg.out}/pictures, {cfg.out}/eval/*/ "
           f"and {cfg.out}/scaling/", flush=True)
 

@@ -17,6 +17,7 @@ from typing import Dict, List
 
 import numpy as np
 
+from liquid_train.atomic import atomic_write_text
 from liquid_train.inference.sampling import SamplingConfig
 from liquid_train.quickstart.scene import ATTRIBUTES, GRID, Scene, caption, parse_caption, score
 
@@ -82,10 +83,9 @@ def evaluate_exported(hf_dir: str, vq, evalset: EvalSet, out_dir: str, cfg: Eval
     save_image_grid(generated[:n], os.path.join(out_dir, "t2i.png"), captions=prompts[:n], cols=8)
     save_image_grid(np.stack([np.asarray(r) for r in evalset.renders[:n]]), os.path.join(out_dir, "i2t.png"),
                     captions=captions[:n], cols=8)
-    with open(os.path.join(out_dir, "samples.jsonl.tmp"), "w") as f:
-        for s, p, read, c in zip(scenes, prompts, t2i_read, captions):
-            f.write(json.dumps({"scene": s.to_dict(), "prompt": p, "t2i_read": read, "i2t_caption": c}) + "\n")
-    os.replace(os.path.join(out_dir, "samples.jsonl.tmp"), os.path.join(out_dir, "samples.jsonl"))
+    atomic_write_text(os.path.join(out_dir, "samples.jsonl"), "".join(
+        json.dumps({"scene": s.to_dict(), "prompt": p, "t2i_read": read, "i2t_caption": c}) + "\n"
+        for s, p, read, c in zip(scenes, prompts, t2i_read, captions)))
     return {"t2i": _mean_scores(t2i_rows), "i2t": _mean_scores(i2t_rows), "num_scenes": len(scenes)}
 
 

@@ -17,10 +17,11 @@ import logging
 import os
 import re
 import shutil
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import torch
 import torch.distributed as dist
+from liquid_train.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -31,15 +32,6 @@ _ITER_RE = re.compile(r"^iter_(\d{7,})$")
 
 def iter_dirname(iteration: int) -> str:
     return f"iter_{iteration:07d}"
-
-
-def _atomic_write(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _barrier():
@@ -115,9 +107,10 @@ class CheckpointManager:
         def publish():
             if _rank() == 0:
                 for name, payload in sidecars.items():
-                    _atomic_write(os.path.join(partial, name), json.dumps(payload, indent=2, sort_keys=True))
+                    atomic_write_text(os.path.join(partial, name), json.dumps(payload, indent=2, sort_keys=True),
+                                      fsync=True)
                 os.replace(partial, final)
-                _atomic_write(os.path.join(self.ckpt_dir, LATEST), iter_dirname(iteration) + "\n")
+                atomic_write_text(os.path.join(self.ckpt_dir, LATEST), iter_dirname(iteration) + "\n", fsync=True)
                 self._prune()
                 logger.info("saved checkpoint %s", final)
 

@@ -15,6 +15,8 @@ from typing import Any, List, Optional
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from liquid_train.atomic import atomic_write_text
+
 try:  # the mixed-task data config (contract 6); embedded as-is so one YAML file describes the whole run
     from liquid_train.data import DataConfig as _DataConfig  # type: ignore
 except Exception:  # pragma: no cover - only while the data package is not importable
@@ -290,8 +292,4 @@ def save_resolved(cfg, run_dir: str) -> str:
     """Write the resolved config to ``<run_dir>/config.yaml`` atomically."""
     os.makedirs(run_dir, exist_ok=True)
     path = os.path.join(run_dir, "config.yaml")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(OmegaConf.to_yaml(cfg, resolve=True))
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, OmegaConf.to_yaml(cfg, resolve=True))

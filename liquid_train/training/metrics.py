@@ -11,6 +11,8 @@ import math
 import os
 from typing import Dict, Optional
 
+from liquid_train.atomic import atomic_write_text
+
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -33,10 +35,7 @@ def truncate_after(path: str, step: int) -> None:
                 continue  # a line torn by kill -9
             if rec.get("step", 0) <= step:
                 kept.append(json.dumps(rec) + "\n")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.writelines(kept)
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(kept))
 
 
 class MetricsLogger:

@@ -11,13 +11,11 @@ callers (benchmarks, the quickstart) may pass their own, as with megatron's ``pr
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import resource
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, Dict, Iterator, List, Optional
