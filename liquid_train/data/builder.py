@@ -23,6 +23,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 import torch
 
+from liquid_train.atomic import atomic_path
 from liquid_train.data.config import DataConfig
 from liquid_train.data.mixture import MixtureStream
 from liquid_train.data.packing import PackedDataset, PackIndex, build_pack_index, collate_packed
@@ -30,7 +31,6 @@ from liquid_train.data.sampler import PretrainingBatchSampler
 from liquid_train.data.task_datasets import LiquidTaskDataset, open_indexed_dataset, split_documents
 from liquid_train.data.templates import LiquidTemplates
 from liquid_train.vocab import TASK_NAMES, TASK_TEXT, LiquidVocab
-from liquid_train.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
 

@@ -109,7 +109,7 @@ def build_pack_index(footprints: np.ndarray, seq_length: int, window: int = 8, f
                 emitted.append(members.pop(best))
                 room.pop(best)
     if flush:
-        emitted.extend(m for m in members if m)
+        emitted.extend(members)
     offsets = np.zeros(len(emitted) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([len(m) for m in emitted])
     runs = np.array([run for m in emitted for run in m], dtype=np.int64).reshape(-1, 3)
@@ -149,7 +149,7 @@ class PackedDataset(torch.utils.data.Dataset):
         task_ids = np.full(s, TASK_PAD, dtype=np.int64)
         starts = np.zeros(s, dtype=bool)
         pos = 0
-        previous = None
+        previous_end = None  # where the previous run of this row ended in the text stream (text runs only)
         for i, start, length in self.index.runs(k):
             run = self.stream.positions(i, start, start + length)
             n = len(run)
@@ -159,10 +159,9 @@ class PackedDataset(torch.utils.data.Dataset):
             task_ids[pos:pos + n] = run.task
             starts[pos:pos + n] = run.segment_starts
             # a run that continues the previous one's text stream stays in its segment (no attention cut)
-            continues = previous is not None and run.stream_span is not None and previous.task == run.task \
-                and previous.stream_span is not None and previous.stream_span[1] == run.stream_span[0]
+            continues = run.stream_span is not None and run.stream_span[0] == previous_end
             starts[pos] = starts[pos] or not continues
-            previous = run
+            previous_end = run.stream_span[1] if run.stream_span is not None else None
             pos += n
         starts[pos:pos + 1] = True  # padding is its own last segment
         begin = np.flatnonzero(starts)

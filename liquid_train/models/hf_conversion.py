@@ -17,10 +17,10 @@ from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import torch
 
+from liquid_train.atomic import atomic_path, atomic_write_json
 from liquid_train.models.families import ModelArch, arch_from_dict, get_model_arch
 from liquid_train.models.vocab_extension import extend_embedding, extend_tokenizer, plan_vocab
 from liquid_train.vocab import LiquidVocab
-from liquid_train.atomic import atomic_path, atomic_write_json
 
 MODEL_TYPE_TO_FAMILY = {"qwen2": "qwen2.5", "llama": "llama3.2", "gemma2": "gemma2", "gemma": "gemma"}
 MODEL_SIDECAR = "liquid_model.json"

@@ -21,6 +21,7 @@ from typing import Dict, List, Optional
 
 import torch
 import torch.distributed as dist
+
 from liquid_train.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)

@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 from omegaconf import OmegaConf
 
+from liquid_train.data.packing import block_causal_mask
 from liquid_train.training import checkpoint as ckpt
 from liquid_train.training.config import save_resolved, validate
 from liquid_train.training.flops import non_embedding_params, peak_tflops_per_device, training_flops_per_token
@@ -260,8 +261,6 @@ class Trainer:
             kwargs["packed_seq_params"] = batch["packed_seq_params"]
         mask = batch.get("attention_mask")
         if mask is None:  # loaders leave the O(s^2) mask out (see collate_packed); build it here, on the device
-            from liquid_train.data.packing import block_causal_mask
-
             mask = block_causal_mask(batch["segment_ids"])
         output = model(batch["tokens"], batch["position_ids"], mask, **kwargs)
         return output, partial(self._loss_func, batch)
@@ -346,7 +345,9 @@ class Trainer:
         record["flops"] = self.flops
         return record
 
-    def _log_data_report(self, metrics: MetricsLogger) -> None:
+    def _evaluate_and_report(self, metrics: MetricsLogger) -> None:
+        """Log the validation record, then (logging rank) the training stream's data report."""
+        metrics.log(self.evaluate())
         if self.data.report is not None and self.is_logging_rank:
             metrics.log({"kind": "data", "step": self.iteration, **self.data.report(self.consumed_samples)})
 
@@ -396,8 +397,7 @@ class Trainer:
                     progress.set_postfix(loss=f"{summary['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
                 self.ckpt.finalize(blocking=False)
                 if t.eval_interval and self.iteration % t.eval_interval == 0:
-                    metrics.log(self.evaluate())
-                    self._log_data_report(metrics)
+                    self._evaluate_and_report(metrics)
                 if sampler is not None and cfg.sampling.interval and self.iteration % cfg.sampling.interval == 0:
                     sampler(self, metrics)
                 signalled = preempt.any_rank_signalled()
@@ -413,8 +413,7 @@ class Trainer:
         if progress is not None:
             progress.close()
         if t.eval_interval and self.iteration % t.eval_interval != 0 and self.iteration >= t.iters:
-            metrics.log(self.evaluate())
-            self._log_data_report(metrics)
+            self._evaluate_and_report(metrics)
         saved_now = cfg.checkpoint.save_interval and self.iteration % cfg.checkpoint.save_interval == 0
         if cfg.checkpoint.save_at_end and not saved_now:
             self.save_checkpoint()
