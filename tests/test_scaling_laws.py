@@ -23,8 +23,8 @@ def write_runs(root, noise=0.0, seed=0):
     for n in (5e7, 2e8, 1e9, 4e9):
         run = os.path.join(root, f"n{n:.0e}")
         os.makedirs(run)
-        with open(os.path.join(run, "config.yaml"), "w") as f:
-            f.write(f"model:\n  family: qwen2.5\n  size: x\n  num_params: {int(n)}\n")
+        with open(os.path.join(run, "run_info.json"), "w") as f:
+            json.dump({"num_params": int(n)}, f)
         with open(os.path.join(run, "metrics.jsonl"), "w") as f:
             for step, d in enumerate(np.geomspace(1e9, 1e12, 12)):
                 f.write(json.dumps({"kind": "train", "step": step, "loss": 9.9}) + "\n")

@@ -73,7 +73,10 @@ def test_tiny_model_loss_falls_on_mixed_data_with_per_task_metrics(tmp_path):
     assert train[-1]["consumed_tokens"] == 30 * 8 * 128 and train[-1]["flops"] > 0
     with open(os.path.join(run_dir, "config.yaml")) as f:
         text_cfg = f.read()
-    assert "family: qwen2.5" in text_cfg and "num_params:" in text_cfg
+    assert "family: qwen2.5" in text_cfg
+    with open(os.path.join(run_dir, "run_info.json")) as f:
+        info = json.load(f)
+    assert info["num_params"] > 0 and info["model"]["attention_backend"] == "local"
     ck = os.path.join(run_dir, "checkpoints", "iter_0000030")
     for sidecar in ("liquid_vocab.json", "liquid_model.json", "trainer_state.json"):
         assert os.path.exists(os.path.join(ck, sidecar)), sidecar

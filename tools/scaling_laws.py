@@ -3,7 +3,7 @@
     python tools/scaling_laws.py runs/*/ --out scaling_out [--wandb-csv export.csv ...] [--eval scores.csv]
 
 Inputs: run directories holding ``metrics.jsonl`` (validation lines: step, val_loss, consumed_tokens, flops) and
-``config.yaml`` (``model.num_params`` = non-embedding parameters, ``model.family/size``); or wandb CSV exports with
+``run_info.json`` (``num_params`` = non-embedding parameters, written by the trainer); or wandb CSV exports with
 columns ``run, num_params, consumed_tokens, val_loss`` (``flops`` optional). FLOPs missing from a log are
 computed as 6*N*D. Outputs: ``fits.json``, ``fits.md`` (table with bootstrap 95% intervals), ``loss_vs_flops.png/svg``
 (the paper's Fig. 3 style: one curve per size, log-log, power-law fits dashed) and ``score_vs_loss.png/svg``.
@@ -45,11 +45,10 @@ def read_run_dir(path: str) -> RunPoints:
     if not os.path.exists(metrics):
         raise FileNotFoundError(f"{path}: no metrics.jsonl")
     num_params = None
-    cfg_path = os.path.join(path, "config.yaml")
-    if os.path.exists(cfg_path):
-        from omegaconf import OmegaConf
-        cfg = OmegaConf.load(cfg_path)
-        num_params = OmegaConf.select(cfg, "model.num_params")
+    info_path = os.path.join(path, "run_info.json")
+    if os.path.exists(info_path):
+        with open(info_path) as f:
+            num_params = json.load(f).get("num_params")
     rows = []
     with open(metrics) as f:
         for i, line in enumerate(f, 1):
@@ -65,7 +64,8 @@ def read_run_dir(path: str) -> RunPoints:
     if not rows:
         raise ValueError(f"{metrics}: no validation lines (kind=valid with val_loss)")
     if num_params is None:
-        raise ValueError(f"{cfg_path}: model.num_params (non-embedding parameters) is needed for the fits")
+        raise ValueError(f"{info_path}: num_params (non-embedding parameters, written by the trainer) is needed "
+                         f"for the fits")
     tokens = np.array([r["consumed_tokens"] for r in rows], float)
     flops = np.array([r.get("flops") or 6.0 * num_params * r["consumed_tokens"] for r in rows], float)
     return RunPoints(os.path.basename(os.path.normpath(path)), float(num_params), tokens, flops,

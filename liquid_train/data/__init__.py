@@ -5,7 +5,7 @@ See docs/data_mixture.md. The trainer needs only `DataConfig`, `load_data_config
 """
 from liquid_train.data.config import DataConfig, load_data_config
 from liquid_train.data.builder import PackedMixtureDataset, build_data_loader, build_datasets
-from liquid_train.data.packing import collate_packed, flat_packed_seq_params
+from liquid_train.data.packing import collate_packed
 
 __all__ = ["DataConfig", "load_data_config", "build_datasets", "build_data_loader", "PackedMixtureDataset",
-           "collate_packed", "flat_packed_seq_params"]
+           "collate_packed"]

@@ -12,7 +12,6 @@ Usage (the trainer's side)::
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -180,14 +179,12 @@ def build_datasets(cfg: DataConfig, num_train_sequences: int, vocab: Optional[Li
 
 
 def build_data_loader(dataset: PackedDataset, consumed_samples: int, micro_batch_size: int, dp_rank: int = 0,
-                      dp_size: int = 1, num_workers: int = 0, drop_last: bool = True,
-                      attention_mask: bool = True) -> torch.utils.data.DataLoader:
+                      dp_size: int = 1, num_workers: int = 0, drop_last: bool = True) -> torch.utils.data.DataLoader:
     """Loader over packed sequences from ``consumed_samples`` on; rank ``dp_rank`` of ``dp_size`` gets its slice.
 
-    Each yielded batch is a dict of tensors (see `collate_packed`; ``attention_mask=False`` leaves out the dense
-    ``[b,1,s,s]`` mask, which the consumer then builds from ``segment_ids``). The stream does not depend on
-    ``num_workers``."""
+    Each yielded batch is a dict of ``[b, s]`` tensors plus megatron's ``PackedSeqParams`` (see `collate_packed`).
+    The stream does not depend on ``num_workers``."""
     sampler = PretrainingBatchSampler(len(dataset), consumed_samples, micro_batch_size, dp_rank, dp_size, drop_last)
     return torch.utils.data.DataLoader(dataset, batch_sampler=sampler,
-                                       collate_fn=functools.partial(collate_packed, attention_mask=attention_mask),
+                                       collate_fn=collate_packed,
                                        num_workers=num_workers, persistent_workers=num_workers > 0)

@@ -15,10 +15,8 @@ Batch layout (all ``[b, s]`` unless noted):
 ``tokens``, ``labels`` (int64), ``loss_mask`` (float32), ``position_ids`` (restart at 0 for every segment:
 a sample, a document, or a text run that does not continue the run before it),
 ``task_ids`` (TASK_* per position, TASK_PAD on padding), ``segment_ids`` (sample number within the row, padding is
-its own last segment), ``attention_mask`` ``[b, 1, s, s]`` bool (True = masked: block-diagonal causal; padding
-attends causally to padding only, so no softmax row is empty), ``cu_seqlens`` ``[b, max_segments + 1]`` int32
-(per-row cumulative segment lengths, padding segment included, right-padded with -1), ``max_seqlen`` ``[b]`` int32.
-`flat_packed_seq_params` turns a batch's cu_seqlens into the single THD ``cu_seqlens`` TE's ``PackedSeqParams`` takes.
+its own last segment), and ``packed_seq_params``: megatron's ``PackedSeqParams`` (``qkv_format="thd"``) over the
+micro-batch's rows laid end to end, with ``cu_seqlens`` at every segment boundary (see `collate_packed`).
 """
 from __future__ import annotations
 
@@ -27,6 +25,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+
+from megatron.core.packed_seq_params import PackedSeqParams
 
 from liquid_train.vocab import TASK_PAD
 
@@ -194,39 +194,18 @@ class PackedDataset(torch.utils.data.Dataset):
         return np.bincount(self.stream_tasks[begun], minlength=3)
 
 
-def block_causal_mask(segment_ids: torch.Tensor) -> torch.Tensor:
-    """``[b, s]`` segment ids -> ``[b, 1, s, s]`` bool mask, True = masked (other segment, or the future)."""
-    s = segment_ids.shape[-1]
-    future = torch.triu(torch.ones(s, s, dtype=torch.bool, device=segment_ids.device), diagonal=1)
-    other = segment_ids[:, :, None] != segment_ids[:, None, :]
-    return (other | future).unsqueeze(1)
-
-
-def collate_packed(items: Sequence[Dict[str, torch.Tensor]], attention_mask: bool = True) -> Dict[str, torch.Tensor]:
-    """Stack packed sequences into a micro-batch and add ``cu_seqlens``, ``max_seqlen`` and (``attention_mask=True``)
-    the dense ``attention_mask``. That mask is O(s^2) per row, most of a CPU loader's time at s = 2048; the trainer
-    asks for batches without it and builds it on its own device from ``segment_ids`` (`block_causal_mask`)."""
+def collate_packed(items: Sequence[Dict[str, torch.Tensor]]) -> Dict[str, object]:
+    """Stack packed sequences into a micro-batch (``[b, s]`` fields) and describe its attention segments as
+    megatron's ``PackedSeqParams`` (THD): the ``b`` rows laid end to end are one stream of ``b * s`` positions whose
+    ``cu_seqlens`` mark every segment (padding included), ``max_seqlen`` the longest. That object is what TE's fused
+    attention and the project's local/flex core attention consume; no ``[s, s]`` mask is ever built. Lengths are
+    known here on the host, so ``max_seqlen`` costs the trainer no device sync."""
     keys = ("tokens", "labels", "loss_mask", "position_ids", "task_ids", "segment_ids")
-    batch = {key: torch.stack([item[key] for item in items]) for key in keys}
-    if attention_mask:
-        batch["attention_mask"] = block_causal_mask(batch["segment_ids"])
-    width = max(len(item["seq_lengths"]) for item in items) + 1
-    cu = torch.full((len(items), width), -1, dtype=torch.int32)
-    for row, item in enumerate(items):
-        lengths = item["seq_lengths"]
-        cu[row, 0] = 0
-        cu[row, 1:len(lengths) + 1] = torch.cumsum(lengths, 0, dtype=torch.int32)
-    batch["cu_seqlens"] = cu
-    batch["max_seqlen"] = torch.stack([item["seq_lengths"].max() for item in items]).to(torch.int32)
+    batch: Dict[str, object] = {key: torch.stack([item[key] for item in items]) for key in keys}
+    lengths = torch.cat([item["seq_lengths"] for item in items])
+    cu_seqlens = torch.zeros(len(lengths) + 1, dtype=torch.int32)
+    torch.cumsum(lengths, 0, dtype=torch.int32, out=cu_seqlens[1:])
+    max_seqlen = int(lengths.max())
+    batch["packed_seq_params"] = PackedSeqParams(qkv_format="thd", cu_seqlens_q=cu_seqlens, cu_seqlens_kv=cu_seqlens,
+                                                 max_seqlen_q=max_seqlen, max_seqlen_kv=max_seqlen)
     return batch
-
-
-def flat_packed_seq_params(batch: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor, int]:
-    """The whole micro-batch as one THD stream: (cu_seqlens int32 [n+1], max_seqlen) for TE's PackedSeqParams."""
-    b, s = batch["tokens"].shape
-    parts = [torch.zeros(1, dtype=torch.int32)]
-    for row in range(b):
-        cu = batch["cu_seqlens"][row]
-        cu = cu[cu >= 0]
-        parts.append(cu[1:] + row * s)
-    return torch.cat(parts).to(torch.int32), int(batch["max_seqlen"].max())

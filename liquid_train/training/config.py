@@ -10,12 +10,13 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from liquid_train.atomic import atomic_write_text
+from liquid_train.models.options import FP8Config, RecomputeConfig
 
 try:  # the mixed-task data config (contract 6); embedded as-is so one YAML file describes the whole run
     from liquid_train.data import DataConfig as _DataConfig  # type: ignore
@@ -32,17 +33,24 @@ class ModelConfig:
     family: str = "qwen2.5"
     """Model family key of ``liquid_train.models.families`` (qwen2.5, llama3.2, gemma2, gemma)."""
     size: str = "tiny"
+    """Registry size of the family (``tiny``, ``0.5b``, ``7b``, ...): the architecture, or the base that ``arch``
+    overrides."""
+    arch: Optional[Dict[str, Any]] = None
+    """Inline architecture: ``ModelArch`` fields (hidden_size, num_layers, ...) that override the registry entry
+    ``family``/``size``; ``arch.size`` names the result (default ``custom``)."""
     init_from: Optional[str] = None
     """A converted model checkpoint (``tools/convert_checkpoint.py hf-to-megatron`` output) to start from;
     None trains from scratch. Ignored when the run resumes from its own checkpoint."""
     vocab: Optional[str] = None
-    """``liquid_vocab.json`` (or its directory). Defaults to the one next to ``init_from``; ``test`` uses
-    ``default_test_vocab()`` (tiny CPU runs)."""
+    """``liquid_vocab.json`` (or its directory). Defaults to ``data.vocab``, then the one next to ``init_from``."""
     precision: str = "auto"
-    """auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp8 (Transformer Engine, GPU only)."""
-    fp8_recipe: str = "delayed"
-    num_params: Optional[int] = None
-    """Non-embedding parameter count; filled in by the trainer and written to the run's config.yaml."""
+    """auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16 | fp8 (Transformer Engine, GPU only; see ``fp8``)."""
+    fp8: FP8Config = field(default_factory=FP8Config)
+    attention_backend: str = "auto"
+    """auto | te | local | flex (see ``liquid_train.models.builder.resolve_attention_backend``)."""
+    fusions: str = "auto"
+    """auto (kernel fusions where the kernels exist, none on CPU) | on (all that apply, or an error) | off."""
+    recompute: RecomputeConfig = field(default_factory=RecomputeConfig)
 
 
 @dataclass

@@ -32,8 +32,7 @@ def build(cfg, vocab):
     train, valid = build_datasets(data_cfg, num_train, vocab=vocab)
 
     def train_iterator(consumed_samples: int, micro_batch_size: int, dp_rank: int, dp_size: int) -> Iterator:
-        return iter(build_data_loader(train, consumed_samples, micro_batch_size, dp_rank, dp_size,
-                                      attention_mask=False))
+        return iter(build_data_loader(train, consumed_samples, micro_batch_size, dp_rank, dp_size))
 
     def valid_iterators(micro_batch_size: int, dp_rank: int, dp_size: int) -> Dict[str, Iterator]:
         out = {}
@@ -64,7 +63,7 @@ def _cycle(dataset, micro_batch_size, dp_rank, dp_size, build_data_loader):
     """Validation repeats from the start of its split when exhausted (every validation sees the same batches)."""
     while True:
         yielded = False
-        for batch in build_data_loader(dataset, 0, micro_batch_size, dp_rank, dp_size, attention_mask=False):
+        for batch in build_data_loader(dataset, 0, micro_batch_size, dp_rank, dp_size):
             yielded = True
             yield batch
         if not yielded:

@@ -11,6 +11,8 @@ callers (benchmarks, the quickstart) may pass their own, as with megatron's ``pr
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import math
 import os
@@ -24,7 +26,7 @@ import torch
 import torch.distributed as dist
 from omegaconf import OmegaConf
 
-from liquid_train.data.packing import block_causal_mask
+from liquid_train.atomic import atomic_write_text
 from liquid_train.training import checkpoint as ckpt
 from liquid_train.training.config import save_resolved, validate
 from liquid_train.training.flops import non_embedding_params, peak_tflops_per_device, training_flops_per_token
@@ -35,6 +37,8 @@ from liquid_train.training.signals import PreemptionHandler
 from liquid_train.vocab import TASK_NAMES
 
 logger = logging.getLogger("liquid_train.training")
+
+RUN_INFO = "run_info.json"
 
 
 class TrainingAborted(RuntimeError):
@@ -84,8 +88,13 @@ def _resolve_precision(cfg) -> str:
     return p
 
 
-def _to_device(batch: Dict[str, torch.Tensor], device) -> Dict[str, torch.Tensor]:
-    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+def _to_device(batch: Dict[str, Any], device) -> Dict[str, Any]:
+    out = {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+    params = batch.get("packed_seq_params")
+    if params is not None:
+        cu = params.cu_seqlens_q.to(device, non_blocking=True)
+        out["packed_seq_params"] = dataclasses.replace(params, cu_seqlens_q=cu, cu_seqlens_kv=cu)
+    return out
 
 
 def _unwrap(chunk):
@@ -151,9 +160,9 @@ class Trainer:
             post = ps.is_pipeline_last_stage(ignore_virtual=False, vp_stage=vp_stage if vpp else None)
             m = provider(pre_process=pre, post_process=post, vp_stage=vp_stage if vpp else None)
             m.model_type = ModelType.encoder_or_decoder
+            m.config.calculate_per_token_loss = True  # one division by all loss tokens of the global batch
             chunks.append(m)
         for m in chunks:
-            m.config.calculate_per_token_loss = True  # one division by all loss tokens of the global batch
             if self.precision == "bf16" and not torch.cuda.is_available():
                 raise TrainingAborted("bf16 training needs a GPU here; set model.precision=fp32 on CPU")
             m.to(self.device)
@@ -183,6 +192,15 @@ class Trainer:
         if self.cfg.parallel.overlap_param_gather and getattr(self.model[0].ddp_config, "overlap_param_gather", False):
             param_sync = [c.start_param_sync for c in self.model]
             config.param_sync_func = param_sync[0] if len(param_sync) == 1 else param_sync
+
+    def write_run_info(self) -> None:
+        """``<run_dir>/run_info.json``: what the run's model is (parameters, FLOPs per token, the build choices);
+        read by the scaling-law fits."""
+        build = self.model_provider.provider
+        info = {"num_params": self.num_params, "flops_per_token": self.flops_per_token,
+                "seq_length": self.data.seq_length, "padded_vocab": self.padded_vocab,
+                "model": build.describe() if hasattr(build, "describe") else None}
+        atomic_write_text(os.path.join(self.run_dir, RUN_INFO), json.dumps(info, indent=2))
 
     # --- checkpoint state -------------------------------------------------------------------------------------
     def _model_sharded_state_dict(self) -> Dict:
@@ -255,14 +273,13 @@ class Trainer:
 
     # --- one step ---------------------------------------------------------------------------------------------
     def _forward_step(self, data_iterator, model):
+        """One packed micro-batch in megatron's THD layout: the rows end to end as one ``[1, b*s]`` stream whose
+        attention segments are the batch's ``PackedSeqParams`` (what TE's fused attention and our core attention
+        consume; no dense mask)."""
         batch = _to_device(next(data_iterator), self.device)
-        kwargs = {}
-        if "packed_seq_params" in batch:
-            kwargs["packed_seq_params"] = batch["packed_seq_params"]
-        mask = batch.get("attention_mask")
-        if mask is None:  # loaders leave the O(s^2) mask out (see collate_packed); build it here, on the device
-            mask = block_causal_mask(batch["segment_ids"])
-        output = model(batch["tokens"], batch["position_ids"], mask, **kwargs)
+        tokens = batch["tokens"].reshape(1, -1)
+        output = model(tokens, batch["position_ids"].reshape(1, -1), None,
+                       packed_seq_params=batch["packed_seq_params"])
         return output, partial(self._loss_func, batch)
 
     def _loss_func(self, batch, output):
@@ -275,11 +292,11 @@ class Trainer:
 
         fb = get_forward_backward_func()
         iters = [iter(micro_batches) for _ in self.model]
-        seq = micro_batches[0]["tokens"].shape[1]
+        stream = micro_batches[0]["tokens"].numel()  # THD: pipeline stages exchange [b*s, 1, hidden]
         return fb(forward_step_func=self._forward_step, data_iterator=iters if len(iters) > 1 else iters[0],
                   model=self.model if len(self.model) > 1 else self.model[0],
-                  num_microbatches=len(micro_batches), seq_length=seq,
-                  micro_batch_size=self.cfg.train.micro_batch_size, forward_only=forward_only)
+                  num_microbatches=len(micro_batches), seq_length=stream, micro_batch_size=1,
+                  forward_only=forward_only)
 
     def _reduce_stats(self, losses_reduced) -> torch.Tensor:
         """Sum stats over micro-batches (last stage) and DP; every rank gets the global numbers."""
@@ -424,10 +441,10 @@ class Trainer:
 # --------------------------------------------------------------------------------------------------------------
 def default_model_provider(cfg, precision: str) -> ModelProvider:
     """The project's model families (contract 3) and vocabulary (contract 1)."""
-    from liquid_train.models import builder, families
+    from liquid_train.models import builder
     from liquid_train.vocab import LiquidVocab, default_test_vocab
 
-    arch = families.get_model_arch(cfg.model.family, cfg.model.size)
+    arch = builder.arch_from_run_config(cfg.model)
     data_vocab = cfg.data.get("vocab") if hasattr(cfg.data, "get") else getattr(cfg.data, "vocab", None)
     vocab_path = cfg.model.vocab or data_vocab or cfg.model.init_from
     if cfg.model.vocab == "test":
@@ -437,7 +454,8 @@ def default_model_provider(cfg, precision: str) -> ModelProvider:
     else:
         raise ValueError("config key 'model.vocab': no vocabulary; set model.vocab to a liquid_vocab.json "
                          "(or model.init_from to a converted checkpoint that has one)")
-    provider = builder.build_model(arch, vocab, precision=precision)
+    provider = builder.build(arch, vocab, builder.options_from_run_config(cfg))
+    logger.info("model build: %s", provider.describe())
     sidecar = {"family": cfg.model.family, "size": cfg.model.size}
     try:
         import dataclasses as _dc
@@ -467,9 +485,9 @@ def run(cfg, model_provider: Optional[ModelProvider] = None, data_provider: Opti
     precision = _resolve_precision(cfg)
     arch = None
     if model_provider is None:
-        from liquid_train.models import families
+        from liquid_train.models import builder
 
-        arch = families.get_model_arch(cfg.model.family, cfg.model.size)
+        arch = builder.arch_from_run_config(cfg.model)
     validate(cfg, world_size, arch=arch if arch is not None else (model_provider.arch if model_provider else None))
     if init_parallel:
         from liquid_train import parallel
@@ -488,9 +506,9 @@ def run(cfg, model_provider: Optional[ModelProvider] = None, data_provider: Opti
         elif cfg.model.init_from:
             trainer.init_from_model_checkpoint(cfg.model.init_from)
         resolved = OmegaConf.to_container(cfg, resolve=True)
-        cfg.model.num_params = trainer.num_params
         if trainer.is_logging_rank:
             save_resolved(cfg, cfg.run_dir)
+            trainer.write_run_info()
         metrics = MetricsLogger(cfg.run_dir, enabled=trainer.is_logging_rank, resume_step=trainer.iteration,
                                 tensorboard=cfg.logging.tensorboard, wandb_mode=cfg.logging.wandb_mode,
                                 wandb_project=cfg.logging.wandb_project, wandb_name=cfg.logging.wandb_name,
