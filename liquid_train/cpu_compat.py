@@ -8,8 +8,10 @@ module installs, once per process:
   CPU, drops ``pin_memory``, and makes ``Tensor.type()`` report CUDA type names, because megatron's optimizer and
   grad clipping compare ``param.type()`` with ``'torch.cuda.FloatTensor'``. This covers the hard-coded
   ``device="cuda"`` masks (``transformer/utils.py``), pipeline schedules, tied-embedding sync, optimizer internals;
-* ``torch.cuda.current_device`` -> 0 (which the mode maps to the CPU), and no-op ``synchronize``/``empty_cache`` /
-  memory counters;
+* ``torch.cuda.current_device`` -> the CPU device, and no-op ``synchronize``/``empty_cache`` / memory counters.
+  It returns a device rather than an ordinal because a torch function mode is switched off inside its own handler:
+  when ``torch.autograd.backward`` is dispatched through the mode, the whole backward pass (megatron's sequence-
+  parallel linear allocates with ``device=torch.cuda.current_device()`` there) runs without it;
 * megatron's model-parallel RNG tracker redirected to the CPU generator (``_get/_set_cuda_rng_state`` and the
   tracker's ``add``), so forked RNG regions (TP-sharded init, dropout) work and stay reproducible.
 
@@ -93,7 +95,7 @@ def _patch_rng_tracker() -> None:
 
 def _patch_torch_cuda() -> None:
     cuda = torch.cuda
-    cuda.current_device = lambda: 0
+    cuda.current_device = lambda: _CPU  # a device, not an ordinal: also right where the mode is not active
     cuda.synchronize = lambda device=None: None
     cuda.empty_cache = lambda: None
     for name in ("max_memory_allocated", "memory_allocated", "max_memory_reserved", "memory_reserved"):

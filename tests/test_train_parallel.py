@@ -1,86 +1,61 @@
-"""TP=2, PP=2 (1F1B and interleaved) and DP=2 runs (two gloo processes each) follow the single-process loss curve.
-
-All runs start from the same model checkpoint saved at TP=1/PP=1 (``model.init_from``), which also exercises
-loading a dist checkpoint at another layout; the single-process run is the oracle.
+"""Parallel layouts through the Trainer on the real thing: the project's four families (Gemma 2's soft-caps,
+sliding window and post-norms included) on packed mixed-task data, as megatron THD micro-batches. TP=2, TP=2 with
+sequence parallelism, PP=2 (1F1B), PP=2 x VPP=2 (interleaved) and DP=2, each on two gloo processes, follow the
+single-process loss curve step by step from the same TP=1 initial weights (which also exercises loading a dist
+checkpoint at another layout). The single-process run is the oracle.
 """
 from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-DRIVER = os.path.join(HERE, "test_train_fixtures.py")
-STEPS = 8
+from liquid_train.testing.distributed import run_distributed
 
-
-def _env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.path.dirname(HERE) + os.pathsep + env.get("PYTHONPATH", "")
-    env["OMP_NUM_THREADS"] = "1"
-    env["PYTHONWARNINGS"] = "ignore"
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
-    return env
-
-
-def _port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _run(args, nproc=1):
-    if nproc == 1:
-        cmd = [sys.executable, DRIVER, *args]
-    else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", f"--master-port={_port()}",
-               DRIVER, *args]
-    out = subprocess.run(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
-    assert out.returncode == 0, out.stdout[-5000:]
-
-
-def _losses(run_dir):
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        recs = [r for r in map(json.loads, f) if r["kind"] == "train"]
-    return [r["loss"] for r in recs], recs
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    root = tmp_path_factory.mktemp("parallel")
-    init = str(root / "init")
-    _run(["--save-init", init])
-    ref = str(root / "ref")
-    _run([f"run_dir={ref}", f"train.iters={STEPS}", f"model.init_from={init}", "checkpoint.save_at_end=false"])
-    return root, init, _losses(ref)
-
-
+DRIVER = "liquid_train.testing.train_driver"
+FAMILIES = ("qwen2.5", "llama3.2", "gemma2", "gemma")
+STEPS = 6
+COMMON = [f"train.iters={STEPS}", "checkpoint.save_at_end=false", "model.arch.num_layers=4"]
 LAYOUTS = {
     "tp2": ["parallel.tensor_parallel=2"],
+    "tp2_sp": ["parallel.tensor_parallel=2", "parallel.sequence_parallel=true"],
     "pp2_1f1b": ["parallel.pipeline_parallel=2"],
     "pp2_interleaved": ["parallel.pipeline_parallel=2", "parallel.virtual_pipeline_parallel=2"],
     "dp2": [],
 }
 
 
+def _records(run_dir):
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [r for r in map(json.loads, f) if r["kind"] == "train"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    root = tmp_path_factory.mktemp("parallel")
+    families = ",".join(FAMILIES)
+    init = str(root / "init")
+    run_distributed(DRIVER, ["--save-init", init, "--families", families, *COMMON])
+    run_distributed(DRIVER, ["--families", families, "--init-root", init, f"run_dir={root / 'ref'}", *COMMON])
+    return root, init, {f: _records(str(root / "ref" / f)) for f in FAMILIES}
+
+
 @pytest.mark.slow
 @pytest.mark.distributed
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_two_process_layout_matches_single_process(reference, layout):
-    root, init, (ref_losses, ref_recs) = reference
-    run_dir = str(root / layout)
-    _run([f"run_dir={run_dir}", f"train.iters={STEPS}", f"model.init_from={init}", "checkpoint.save_at_end=false",
-          *LAYOUTS[layout]], nproc=2)
-    losses, recs = _losses(run_dir)
-    assert len(losses) == STEPS
-    for step, (a, b) in enumerate(zip(ref_losses, losses), 1):
-        assert abs(a - b) <= 1e-4 * abs(a), (layout, step, a, b)
-    for a, b in zip(ref_recs, recs):
-        assert a["tokens/t2i"] == b["tokens/t2i"] and a["consumed_samples"] == b["consumed_samples"]
-        assert abs(a["grad_norm"] - b["grad_norm"]) <= 1e-3 * a["grad_norm"]
-    assert ref_losses[-1] < ref_losses[0]  # and it is training
+    root, init, ref = reference
+    run_dir = root / layout
+    run_distributed(DRIVER, ["--families", ",".join(FAMILIES), "--init-root", init, f"run_dir={run_dir}", *COMMON,
+                             *LAYOUTS[layout]], nproc=2)
+    for family in FAMILIES:
+        recs = _records(str(run_dir / family))
+        assert [r["step"] for r in recs] == list(range(1, STEPS + 1)), family
+        for a, b in zip(ref[family], recs):
+            assert abs(a["loss"] - b["loss"]) <= 1e-4 * abs(a["loss"]), (layout, family, a["step"], a["loss"],
+                                                                        b["loss"])
+            assert abs(a["grad_norm"] - b["grad_norm"]) <= 1e-3 * a["grad_norm"], (layout, family, a["step"])
+            for key in ("tokens/text", "tokens/t2i", "tokens/i2t", "consumed_samples"):
+                assert a[key] == b[key], (layout, family, key)
+        assert ref[family][-1]["loss"] < ref[family][0]["loss"], family  # and it is training

@@ -6,25 +6,21 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-DRIVER = os.path.join(HERE, "test_train_fixtures.py")
+from liquid_train.testing.distributed import clean_env, command
+
+DRIVER = "liquid_train.testing.train_driver"
 
 
 def _env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.path.dirname(HERE) + os.pathsep + env.get("PYTHONPATH", "")
-    env.setdefault("OMP_NUM_THREADS", "1")
-    env["PYTHONWARNINGS"] = "ignore"
-    return env
+    return clean_env()
 
 
 def _launch(args, env=None):
-    return subprocess.Popen([sys.executable, DRIVER, *args], env=env or _env(), stdout=subprocess.PIPE,
+    return subprocess.Popen(command(DRIVER, args), env=env or _env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
 
@@ -79,12 +75,14 @@ def test_kill9_and_resume_reproduces_losses_bitwise(tmp_path):
     assert [r["val_loss"] for r in _records(straight, "valid")] == [r["val_loss"] for r in _records(killed, "valid")]
     # the run trained: loss fell, per-task losses and counts present
     assert sum(r["loss"] for r in a[-5:]) < sum(r["loss"] for r in a[:5])
-    assert all(r["tokens/text"] + r["tokens/t2i"] + r["tokens/i2t"] == 4 * 32 for r in a)
-    # keep-last-2 and the resolved config
+    assert all(0 < r["tokens/text"] + r["tokens/t2i"] + r["tokens/i2t"] <= 4 * 32 for r in a)
+    assert all(r["tokens/text"] > 0 and r["tokens/t2i"] > 0 and r["tokens/i2t"] > 0 for r in a[:3])
+    # keep-last-2 and the run's records
     ckpts = sorted(n for n in os.listdir(os.path.join(killed, "checkpoints")) if n.startswith("iter_"))
     assert ckpts == ["iter_0000010", "iter_0000020"]
-    with open(os.path.join(killed, "config.yaml")) as f:
-        assert "num_params:" in f.read()
+    assert os.path.exists(os.path.join(killed, "config.yaml"))
+    with open(os.path.join(killed, "run_info.json")) as f:
+        assert json.load(f)["num_params"] > 0
 
 
 @pytest.mark.slow

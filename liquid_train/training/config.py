@@ -1,9 +1,9 @@
 """Run configuration: omegaconf structured dataclasses, YAML + dotlist overrides, validated before anything starts.
 
 Why structured configs: an unknown key or a wrong type in a YAML file is caught at load time with the key's full
-name, instead of surfacing as an AttributeError an hour into a multi-node job. Cross-field checks that need the
-model architecture or the world size (TP dividing heads, batch divisibility) run in :func:`validate` before any
-process group or model exists.
+name, instead of surfacing as an AttributeError an hour into a multi-node job. :func:`validate` checks the values
+among themselves; what needs the model, the files or the machine is checked by
+:mod:`liquid_train.training.preflight`, also before any process group or model exists.
 """
 from __future__ import annotations
 
@@ -12,20 +12,35 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
+import yaml
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from liquid_train.atomic import atomic_write_text
-from liquid_train.models.options import FP8Config, RecomputeConfig
+from liquid_train.models.options import PRECISIONS, FP8Config, RecomputeConfig
 
-try:  # the mixed-task data config (contract 6); embedded as-is so one YAML file describes the whole run
-    from liquid_train.data import DataConfig as _DataConfig  # type: ignore
-except Exception:  # pragma: no cover - only while the data package is not importable
-    _DataConfig = None
+from liquid_train.data.config import DataConfig
 
 
 class ConfigError(ValueError):
-    """A run configuration problem; the message names the offending key and what to do."""
+    """A run configuration problem; the message names the offending key and what to do.
+
+    ``key`` is the dotted key (None when the problem is not one key's, e.g. a file that does not parse);
+    :meth:`located` adds where the key's value came from (:func:`config_sources`)."""
+
+    def __init__(self, message: str, key: Optional[str] = None):
+        self.key = key
+        self.detail = message
+        super().__init__(f"config key '{key}': {message}" if key else message)
+
+    def located(self, sources: Optional[Dict[str, str]]) -> str:
+        if not self.key or not sources:
+            return str(self)
+        key, where = self.key, None
+        while key and where is None:  # the key itself, else the closest parent that was set
+            where = sources.get(key)
+            key = key.rpartition(".")[0]
+        return f"config key '{self.key}' ({where or 'default'}): {self.detail}"
 
 
 @dataclass
@@ -142,7 +157,6 @@ class SamplingConfig:
 
 @dataclass
 class LoggingConfig:
-    log_interval: int = 1
     tensorboard: bool = True
     wandb_mode: str = "offline"
     """offline (default; no network) | online | disabled."""
@@ -153,21 +167,13 @@ class LoggingConfig:
     progress: bool = True
 
 
-def _data_field():
-    if _DataConfig is not None:
-        return field(default_factory=_DataConfig)
-    return field(default_factory=dict)
-
-
-_DataType = _DataConfig if _DataConfig is not None else Any
-
-
 @dataclass
 class RunConfig:
     run_dir: str = MISSING
     model: ModelConfig = field(default_factory=ModelConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
-    data: _DataType = _data_field()  # type: ignore[valid-type]
+    data: DataConfig = field(default_factory=DataConfig)
+    """The mixed-task data config, embedded as it is so one YAML file describes the whole run."""
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -181,10 +187,47 @@ def _key_of(err: OmegaConfBaseException) -> str:
     return str(key) if key else "?"
 
 
+def _load_yaml(path: str):
+    if not os.path.exists(path):
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        return OmegaConf.load(path)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else path
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{where}: not valid YAML ({problem}); fix the file") from None
+
+
+def _leaf_keys(node, prefix: str = "") -> List[str]:
+    if isinstance(node, dict):
+        out: List[str] = []
+        for k, v in node.items():
+            out += _leaf_keys(v, f"{prefix}{k}.") if isinstance(v, dict) and v else [f"{prefix}{k}"]
+        return out
+    return [prefix.rstrip(".")]
+
+
+def config_sources(path: Optional[str] = None, overrides: Optional[List[str]] = None) -> Dict[str, str]:
+    """Where each key set by the user came from: ``set in <file>`` or ``set on the command line``."""
+    sources: Dict[str, str] = {}
+    if path is not None and os.path.exists(path):
+        try:
+            raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        except (yaml.YAMLError, OmegaConfBaseException):
+            raw = {}
+        for key in _leaf_keys(raw or {}):
+            sources[key] = f"set in {path}"
+    for item in overrides or []:
+        if "=" in item:
+            sources[item.split("=", 1)[0].lstrip("+~")] = "set on the command line"
+    return sources
+
+
 def load_config(path: Optional[str] = None, overrides: Optional[List[str]] = None, base: Any = None):
     """YAML file (optional) + ``key=value`` overrides -> a typed ``RunConfig`` (omegaconf DictConfig).
 
-    Every problem is raised as one :class:`ConfigError` naming the key.
+    Every problem is raised as one :class:`ConfigError` naming the key (or the file and line).
     """
     schema = OmegaConf.structured(RunConfig)
     try:
@@ -192,9 +235,7 @@ def load_config(path: Optional[str] = None, overrides: Optional[List[str]] = Non
         if base is not None:
             merged = OmegaConf.merge(merged, base if not dataclasses.is_dataclass(base) else OmegaConf.structured(base))
         if path is not None:
-            if not os.path.exists(path):
-                raise ConfigError(f"{path}: config file not found")
-            merged = OmegaConf.merge(merged, OmegaConf.load(path))
+            merged = OmegaConf.merge(merged, _load_yaml(path))
         if overrides:
             bad = [o for o in overrides if "=" not in o]
             if bad:
@@ -205,28 +246,25 @@ def load_config(path: Optional[str] = None, overrides: Optional[List[str]] = Non
     except OmegaConfBaseException as err:
         where = f" in {path}" if path else ""
         msg = str(err).splitlines()[0]
-        raise ConfigError(f"config key '{_key_of(err)}'{where}: {msg}") from None
+        raise ConfigError(f"{msg}{where}", key=_key_of(err)) from None
     missing = sorted(OmegaConf.missing_keys(merged))
     if missing:
-        raise ConfigError(f"config key '{missing[0]}' is required (set it in the YAML or as {missing[0]}=...)")
+        raise ConfigError(f"is required (set it in the YAML or as {missing[0]}=...)", key=missing[0])
     return merged
 
 
 _STYLES = ("constant", "cosine", "wsd", "linear")
-_PRECISIONS = ("auto", "fp32", "bf16", "fp8")
+_PRECISIONS = ("auto",) + PRECISIONS
 
 
 def _require(cond: bool, key: str, message: str) -> None:
     if not cond:
-        raise ConfigError(f"config key '{key}': {message}")
+        raise ConfigError(message, key=key)
 
 
-def validate(cfg, world_size: int, arch: Any = None, cuda_available: Optional[bool] = None) -> None:
-    """Cross-field checks that must hold before a process group or model is built.
-
-    ``arch`` is the family architecture (anything with num_attention_heads / num_query_groups / num_layers
-    attributes or keys); when given, TP and PP are checked against it.
-    """
+def validate(cfg, world_size: int) -> None:
+    """Checks of the config's own values (ranges, choices, batch and layout arithmetic); what needs the model,
+    the files or the machine is :func:`liquid_train.training.preflight.preflight`'s."""
     p, t = cfg.parallel, cfg.train
     _require(p.tensor_parallel >= 1, "parallel.tensor_parallel", "must be >= 1")
     _require(p.pipeline_parallel >= 1, "parallel.pipeline_parallel", "must be >= 1")
@@ -261,32 +299,11 @@ def validate(cfg, world_size: int, arch: Any = None, cuda_available: Optional[bo
     _require(o.z_loss_weight >= 0, "optimizer.z_loss_weight", "must be >= 0")
     m = cfg.model
     _require(m.precision in _PRECISIONS, "model.precision", f"{m.precision!r} is not one of {_PRECISIONS}")
-    if cuda_available is None:
-        import torch
-
-        cuda_available = torch.cuda.is_available()
-    if m.precision in ("fp8",) and not cuda_available:
-        raise ConfigError("config key 'model.precision': fp8 needs a GPU with Transformer Engine; use fp32 or "
-                          "auto on CPU")
     ck = cfg.checkpoint
     _require(ck.keep_last >= 1, "checkpoint.keep_last", "must be >= 1 (the latest checkpoint is always kept)")
     _require(ck.save_interval >= 0, "checkpoint.save_interval", "must be >= 0")
     _require(cfg.logging.wandb_mode in ("offline", "online", "disabled"), "logging.wandb_mode",
              "must be offline, online or disabled")
-    if arch is not None:
-        get = (lambda k: arch.get(k)) if isinstance(arch, dict) else (lambda k: getattr(arch, k, None))
-        heads, groups, layers = get("num_attention_heads"), get("num_query_groups"), get("num_layers")
-        if heads is not None:
-            _require(heads % p.tensor_parallel == 0, "parallel.tensor_parallel",
-                     f"{p.tensor_parallel} does not divide the {heads} attention heads of "
-                     f"{m.family} {m.size}")
-        if groups is not None:
-            _require(groups % p.tensor_parallel == 0 or p.tensor_parallel % groups == 0, "parallel.tensor_parallel",
-                     f"{p.tensor_parallel} and the {groups} key/value heads of {m.family} {m.size} do not divide")
-        if layers is not None:
-            chunks = p.pipeline_parallel * (p.virtual_pipeline_parallel or 1)
-            _require(layers % chunks == 0, "parallel.pipeline_parallel",
-                     f"{layers} layers of {m.family} {m.size} do not split into {chunks} pipeline chunks")
 
 
 def warmup_steps(cfg) -> int:

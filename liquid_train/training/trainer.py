@@ -309,12 +309,16 @@ class Trainer:
             dist.all_reduce(stats)
         return stats
 
+    def forward_backward(self, micro_batches: List[Dict], forward_only: bool = False) -> torch.Tensor:
+        """Megatron's schedule over the micro-batches (gradients land in the DDP buffers, divided by the loss tokens
+        of the whole global batch); returns the summed loss stats (``loss.STAT_NAMES``) of the global batch."""
+        return self._reduce_stats(self._run_schedule(micro_batches, forward_only=forward_only))
+
     def train_step(self, micro_batches: List[Dict]) -> Dict[str, Any]:
         for chunk in self.model:
             chunk.zero_grad_buffer()
         self.optimizer.zero_grad()
-        losses = self._run_schedule(micro_batches, forward_only=False)
-        stats = self._reduce_stats(losses)
+        stats = self.forward_backward(micro_batches)
         summary = summarize(stats.cpu())
         finite = math.isfinite(summary["loss"]) and (summary["z_loss"] is None or math.isfinite(summary["z_loss"]))
         grad_norm = None
@@ -351,7 +355,7 @@ class Trainer:
                 task_stats = torch.zeros(len(STAT_NAMES), dtype=torch.float64)
                 for _ in range(self.cfg.train.eval_iters if it is not None else 0):
                     mbs = [next(it) for _ in range(self.num_microbatches)]
-                    task_stats += self._reduce_stats(self._run_schedule(mbs, forward_only=True)).cpu()
+                    task_stats += self.forward_backward(mbs, forward_only=True).cpu()
                 s = summarize(task_stats)
                 record[f"val_loss/{task}"] = s["loss"] if task_stats[1] > 0 else None
                 total += task_stats
@@ -439,32 +443,19 @@ class Trainer:
 
 
 # --------------------------------------------------------------------------------------------------------------
-def default_model_provider(cfg, precision: str) -> ModelProvider:
-    """The project's model families (contract 3) and vocabulary (contract 1)."""
+def default_model_provider(cfg, precision: Optional[str] = None) -> ModelProvider:
+    """The project's model families and vocabulary, through the one build path (``models.builder``)."""
     from liquid_train.models import builder
-    from liquid_train.vocab import LiquidVocab, default_test_vocab
+    from liquid_train.training.preflight import vocab_path
+    from liquid_train.vocab import LiquidVocab
 
     arch = builder.arch_from_run_config(cfg.model)
-    data_vocab = cfg.data.get("vocab") if hasattr(cfg.data, "get") else getattr(cfg.data, "vocab", None)
-    vocab_path = cfg.model.vocab or data_vocab or cfg.model.init_from
-    if cfg.model.vocab == "test":
-        vocab = default_test_vocab()
-    elif vocab_path:
-        vocab = LiquidVocab.load(vocab_path)
-    else:
-        raise ValueError("config key 'model.vocab': no vocabulary; set model.vocab to a liquid_vocab.json "
-                         "(or model.init_from to a converted checkpoint that has one)")
+    vocab = LiquidVocab.load(vocab_path(cfg))
     provider = builder.build(arch, vocab, builder.options_from_run_config(cfg))
     logger.info("model build: %s", provider.describe())
-    sidecar = {"family": cfg.model.family, "size": cfg.model.size}
-    try:
-        import dataclasses as _dc
-
-        if _dc.is_dataclass(arch):
-            sidecar.update({k: v for k, v in _dc.asdict(arch).items() if isinstance(v, (int, float, str, bool))
-                            or v is None})
-    except Exception:
-        pass
+    sidecar = {"family": cfg.model.family, "size": arch.size,
+               **{k: v for k, v in dataclasses.asdict(arch).items()
+                  if isinstance(v, (int, float, str, bool)) or v is None}}
     return ModelProvider(provider=provider, vocab=vocab, arch=arch, sidecar=sidecar)
 
 
@@ -482,13 +473,12 @@ def run(cfg, model_provider: Optional[ModelProvider] = None, data_provider: Opti
     Returns the last train metrics record (plus ``preempted: True`` when stopped by a signal).
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    precision = _resolve_precision(cfg)
-    arch = None
-    if model_provider is None:
-        from liquid_train.models import builder
+    if model_provider is None or data_provider is None:
+        from liquid_train.training.preflight import preflight
 
-        arch = builder.arch_from_run_config(cfg.model)
-    validate(cfg, world_size, arch=arch if arch is not None else (model_provider.arch if model_provider else None))
+        preflight(cfg, world_size)  # every check a config allows, before any process group exists
+    else:
+        validate(cfg, world_size)
     if init_parallel:
         from liquid_train import parallel
 
@@ -496,7 +486,7 @@ def run(cfg, model_provider: Optional[ModelProvider] = None, data_provider: Opti
                                      vpp=cfg.parallel.virtual_pipeline_parallel, seed=cfg.parallel.seed)
     try:
         if model_provider is None:
-            model_provider = default_model_provider(cfg, precision)
+            model_provider = default_model_provider(cfg)
         if data_provider is None:
             data_provider = default_data_provider(cfg, model_provider.vocab)
         trainer = Trainer(cfg, model_provider, data_provider)

@@ -1,0 +1,162 @@
+"""Everything a run config can know, checked once before any process group, model or dataset exists.
+
+Why up front: on a cluster a bad key found after distributed init costs a queue wait and a model build, and prints
+one traceback per rank. Each check here raises one :class:`~liquid_train.training.config.ConfigError` naming the key
+(the CLI adds where the value came from and exits 2): the config's own values (:func:`validate`), the model
+(family, size, inline ``model.arch``, TP / PP / VPP divisibility, ``seq_length`` against the positions), the files
+(vocabulary, tokenizer, indexed datasets, ``init_from``), the mixture, and the machine (FP8, Transformer Engine,
+the attention backend, kernel fusions, GPUs per node against the layout). It only reads: cheap on every rank.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+import torch
+from omegaconf import OmegaConf
+
+from liquid_train.data.config import DataConfig
+from liquid_train.models.builder import (arch_from_run_config, check_divisibility, options_from_run_config,
+                                         resolve_attention_backend)
+from liquid_train.models.families import ModelArch
+from liquid_train.models.fusions import resolve_fusions
+from liquid_train.models.options import BuildOptions
+from liquid_train.models.precision import check_fp8_config, fp8_available
+from liquid_train.training.config import ConfigError, validate
+from liquid_train.vocab import TASK_NAMES, TASK_TEXT, LiquidVocab
+
+
+@dataclass
+class Preflight:
+    """What the checks resolved, for the caller to reuse instead of resolving again."""
+    arch: ModelArch
+    options: BuildOptions
+    attention_backend: str
+    data: DataConfig
+    vocab_path: str
+
+
+def _fail(key: str, message: str) -> None:
+    raise ConfigError(message, key=key)
+
+
+def data_config(cfg) -> DataConfig:
+    """The run's ``data`` block as a validated :class:`DataConfig` (ConfigError naming the field otherwise)."""
+    try:
+        if isinstance(cfg.data, DataConfig):
+            cfg.data.validate()
+            return cfg.data
+        return OmegaConf.to_object(cfg.data) if OmegaConf.is_config(cfg.data) else DataConfig(**cfg.data)
+    except ValueError as err:
+        match = re.match(r"DataConfig\.(\w+)", str(err))
+        raise ConfigError(str(err).split(": ", 1)[-1] if match else str(err),
+                          key=f"data.{match.group(1)}" if match else "data") from None
+
+
+def vocab_path(cfg) -> str:
+    """The run's liquid_vocab.json: model.vocab, else data.vocab, else the one in model.init_from."""
+    for key, value in (("model.vocab", cfg.model.vocab), ("data.vocab", cfg.data.vocab)):
+        if value:
+            path = value if value.endswith(".json") else os.path.join(value, "liquid_vocab.json")
+            if not os.path.exists(path):
+                _fail(key, f"{path} does not exist; point it at the liquid_vocab.json written by "
+                           f"tools/convert_checkpoint.py hf-to-megatron (or the data pipeline)")
+            return path
+    if cfg.model.init_from:
+        path = os.path.join(cfg.model.init_from, "liquid_vocab.json")
+        if os.path.exists(path):
+            return path
+        _fail("model.init_from", f"{cfg.model.init_from} has no liquid_vocab.json; set model.vocab")
+    _fail("model.vocab", "no vocabulary: set model.vocab (or data.vocab) to a liquid_vocab.json, or model.init_from "
+                         "to a converted checkpoint that has one")
+    raise AssertionError  # unreachable
+
+
+def _check_data(data: DataConfig) -> None:
+    if not data.tokenizer:
+        _fail("data.tokenizer", "is not set: give the HF tokenizer directory that built the indexed datasets")
+    if not os.path.isdir(data.tokenizer):
+        _fail("data.tokenizer", f"{data.tokenizer} is not a directory (nothing is downloaded at run time); give the "
+                                f"tokenizer directory that built the indexed datasets")
+    for task in data.active_tasks:
+        kind = "text" if task == TASK_TEXT else "pairs"
+        key = f"data.{kind}_path"
+        prefix = getattr(data, f"{kind}_path")
+        if not prefix:
+            _fail(key, f"is not set, but data.mixture gives {TASK_NAMES[task]} a weight; set it or drop the task "
+                       f"from the mixture")
+        for suffix in (".bin", ".idx"):
+            if not os.path.exists(prefix + suffix):
+                _fail(key, f"{prefix}{suffix} does not exist; build it with `liquid-data build {kind} ...` "
+                           f"(docs/data_pipeline.md)")
+
+
+def _check_machine(cfg, arch: ModelArch, options: BuildOptions, world_size: int) -> str:
+    m = cfg.model
+    cuda = torch.cuda.is_available()
+    if options.precision in ("bf16", "fp16") and not cuda:
+        _fail("model.precision", f"{options.precision} training needs a GPU; use fp32 (or auto) on CPU")
+    if options.precision == "fp8":
+        try:
+            check_fp8_config(options.fp8, arch.num_layers)
+        except ValueError as err:
+            field_name = str(err).split("=", 1)[0].split(":", 1)[0]
+            _fail(f"model.{field_name}", str(err))
+        reason = fp8_available()
+        if reason:
+            _fail("model.precision", reason)
+    try:
+        backend = resolve_attention_backend(arch, options.attention_backend, training=True)
+    except ValueError as err:
+        _fail("model.attention_backend", str(err).split(": ", 1)[-1])
+    if options.precision == "fp8" and backend != "te":
+        _fail("model.attention_backend", f"precision=fp8 runs in Transformer Engine layers; {backend} has none "
+                                         f"(use attention_backend=te or auto with TE installed)")
+    try:
+        resolve_fusions(m.fusions, arch.activation, backend)
+    except ValueError as err:
+        _fail("model.fusions", str(err).split(": ", 1)[-1])
+    if cuda:
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        gpus = torch.cuda.device_count()
+        if local > gpus:
+            _fail("parallel.tensor_parallel", f"{local} processes per node but this node has {gpus} GPU(s); start "
+                                              f"one process per GPU (torchrun --nproc-per-node {gpus})")
+        if world_size > local and cfg.parallel.tensor_parallel > local:
+            _fail("parallel.tensor_parallel", f"{cfg.parallel.tensor_parallel} spans nodes ({local} GPUs per "
+                                              f"node); keep tensor parallelism inside a node")
+    return backend
+
+
+def preflight(cfg, world_size: int) -> Preflight:
+    """All checks; returns what they resolved. Raises ConfigError (one, naming the key) on the first problem."""
+    validate(cfg, world_size)
+    try:
+        arch = arch_from_run_config(cfg.model)
+    except KeyError as err:
+        message = str(err.args[0]) if err.args else str(err)
+        _fail("model.size" if "size" in message else "model.family", message)
+    except (TypeError, ValueError) as err:
+        _fail("model.arch", str(err).split(": ", 1)[-1])
+    p = cfg.parallel
+    try:
+        check_divisibility(arch, p.tensor_parallel, p.pipeline_parallel, p.virtual_pipeline_parallel)
+    except ValueError as err:
+        key = "parallel.tensor_parallel" if str(err).startswith("tensor") else "parallel.pipeline_parallel"
+        _fail(key, str(err))
+    data = data_config(cfg)
+    if data.seq_length > arch.max_position_embeddings:
+        _fail("data.seq_length", f"{data.seq_length} exceeds the {arch.max_position_embeddings} positions of "
+                                 f"{arch.family} {arch.size}; shorten it")
+    if cfg.model.init_from and not os.path.isdir(cfg.model.init_from):
+        _fail("model.init_from", f"{cfg.model.init_from} is not a directory; convert the HF model first with "
+                                 f"tools/convert_checkpoint.py hf-to-megatron")
+    vocab_path_ = vocab_path(cfg)
+    try:
+        LiquidVocab.load(vocab_path_)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        _fail("model.vocab", f"{vocab_path_} is not a readable liquid_vocab.json ({err})")
+    _check_data(data)
+    options = options_from_run_config(cfg)
+    backend = _check_machine(cfg, arch, options, world_size)
+    return Preflight(arch=arch, options=options, attention_backend=backend, data=data, vocab_path=vocab_path_)
