@@ -31,20 +31,19 @@ def test_bad_keys_name_the_key(override, key):
 
 
 def test_cross_field_checks_name_the_key():
-    arch = {"num_attention_heads": 4, "num_query_groups": 2, "num_layers": 2}
-    with pytest.raises(ConfigError, match="parallel.tensor_parallel.*attention heads"):
-        validate(_cfg("parallel.tensor_parallel=3"), world_size=3, arch=arch, cuda_available=False)
+    with pytest.raises(ConfigError, match="parallel.tensor_parallel.*world size"):
+        validate(_cfg("parallel.tensor_parallel=3"), world_size=4)
     with pytest.raises(ConfigError, match="train.global_batch_size"):
-        validate(_cfg("train.global_batch_size=6", "train.micro_batch_size=4"), 1, arch, cuda_available=False)
+        validate(_cfg("train.global_batch_size=6", "train.micro_batch_size=4"), 1)
     with pytest.raises(ConfigError, match="train.global_batch_size"):
-        validate(_cfg("train.global_batch_size=8", "train.micro_batch_size=8"), 2, arch, cuda_available=False)
-    with pytest.raises(ConfigError, match="pipeline_parallel"):
-        validate(_cfg("parallel.pipeline_parallel=4"), 4, arch, cuda_available=False)
+        validate(_cfg("train.global_batch_size=8", "train.micro_batch_size=8"), 2)
+    with pytest.raises(ConfigError, match="virtual_pipeline_parallel"):
+        validate(_cfg("parallel.virtual_pipeline_parallel=2"), 1)
     with pytest.raises(ConfigError, match="model.precision"):
-        validate(_cfg("model.precision=fp8"), 1, arch, cuda_available=False)
+        validate(_cfg("model.precision=fp4"), 1)
     with pytest.raises(ConfigError, match="schedule.style"):
-        validate(_cfg("schedule.style=step"), 1, arch, cuda_available=False)
-    validate(_cfg(), 1, arch, cuda_available=False)
+        validate(_cfg("schedule.style=step"), 1)
+    validate(_cfg(), 1)
 
 
 def _lrs(*overrides, steps=20):

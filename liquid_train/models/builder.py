@@ -113,7 +113,7 @@ def resolve_attention_backend(arch: ModelArch, requested: str = "auto", training
     return requested
 
 
-def _recompute_kwargs(recompute: RecomputeConfig) -> Dict:
+def recompute_kwargs(recompute: RecomputeConfig) -> Dict:
     if recompute.granularity not in RECOMPUTE_GRANULARITIES:
         raise ValueError(f"recompute.granularity={recompute.granularity!r}; choose one of {RECOMPUTE_GRANULARITIES}")
     if recompute.granularity == "none":
@@ -156,7 +156,7 @@ def transformer_config(arch: ModelArch, options: BuildOptions = BuildOptions()) 
         perform_initialization=True, calculate_per_token_loss=True,
     )
     kwargs.update(resolve_fusions(options.fusions, arch.activation, backend))
-    kwargs.update(_recompute_kwargs(options.recompute))
+    kwargs.update(recompute_kwargs(options.recompute))
     if options.precision == "fp8":
         reason = fp8_available()
         if reason:

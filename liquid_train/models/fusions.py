@@ -1,8 +1,8 @@
 """Kernel fusions of megatron's TransformerConfig: which can run here, and one error when one asked for cannot.
 
 ``fusions: auto`` turns on every fusion whose kernel exists on this machine for this model (none on CPU);
-``on`` demands all of those that apply to the model and fails, naming the missing kernel, when one cannot run;
-``off`` turns them all off. Fusions that do not apply to a model (a GeGLU model has no fused SwiGLU; our own loss
+``all`` demands all of those that apply to the model and fails, naming the missing kernel, when one cannot run;
+``none`` turns them all off. (Not on/off: YAML reads those as booleans.) Fusions that do not apply to a model (a GeGLU model has no fused SwiGLU; our own loss
 and core attention make megatron's fused cross-entropy and masked softmax irrelevant) are always off.
 """
 from __future__ import annotations
@@ -12,7 +12,8 @@ from typing import Dict, List, Tuple
 
 import torch
 
-FUSION_MODES = ("auto", "on", "off")
+from liquid_train.models.options import FUSION_MODES
+
 
 
 def _module_available(name: str) -> bool:
@@ -46,11 +47,11 @@ def resolve_fusions(mode: str, activation: str, attention_backend: str) -> Dict[
     if mode not in FUSION_MODES:
         raise ValueError(f"fusions={mode!r}; choose one of {FUSION_MODES}")
     flags = {flag: False for flag in ALL_FLAGS}
-    if mode == "off":
+    if mode == "none":
         return flags
     for flag, needs, available in _fusion_requirements(activation, attention_backend):
-        if mode == "on" and not available:
-            raise ValueError(f"fusions=on: {flag} needs {needs}, which this machine does not have; "
-                             f"use fusions=auto (fuse what can run) or fusions=off")
+        if mode == "all" and not available:
+            raise ValueError(f"fusions=all: {flag} needs {needs}, which this machine does not have; "
+                             f"use fusions=auto (fuse what can run) or fusions=none")
         flags[flag] = available
     return flags

@@ -10,7 +10,7 @@ from typing import List, Optional
 
 PRECISIONS = ("fp32", "bf16", "fp16", "fp8")
 ATTENTION_BACKENDS = ("auto", "te", "local", "flex")
-FUSION_MODES = ("auto", "on", "off")
+FUSION_MODES = ("auto", "all", "none")  # not on/off: YAML reads those as booleans
 RECOMPUTE_GRANULARITIES = ("none", "selective", "full")
 RECOMPUTE_METHODS = ("uniform", "block")
 FP8_RECIPES = ("tensorwise", "delayed")  # current (per-tensor) scaling; delayed scaling (amax history)

@@ -40,6 +40,8 @@ class ConfigError(ValueError):
         while key and where is None:  # the key itself, else the closest parent that was set
             where = sources.get(key)
             key = key.rpartition(".")[0]
+        if where is None:  # else a key set below it (model.arch.hidden_size for model.arch)
+            where = next((v for k, v in sources.items() if k.startswith(self.key + ".")), None)
         return f"config key '{self.key}' ({where or 'default'}): {self.detail}"
 
 
@@ -64,7 +66,8 @@ class ModelConfig:
     attention_backend: str = "auto"
     """auto | te | local | flex (see ``liquid_train.models.builder.resolve_attention_backend``)."""
     fusions: str = "auto"
-    """auto (kernel fusions where the kernels exist, none on CPU) | on (all that apply, or an error) | off."""
+    """auto (kernel fusions where the kernels exist, none on CPU) | all (every one that applies, or an error) |
+    none."""
     recompute: RecomputeConfig = field(default_factory=RecomputeConfig)
 
 

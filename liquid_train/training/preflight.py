@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 
 from liquid_train.data.config import DataConfig
 from liquid_train.models.builder import (arch_from_run_config, check_divisibility, options_from_run_config,
-                                         resolve_attention_backend)
+                                         recompute_kwargs, resolve_attention_backend)
 from liquid_train.models.families import ModelArch
 from liquid_train.models.fusions import resolve_fusions
 from liquid_train.models.options import BuildOptions
@@ -158,5 +158,9 @@ def preflight(cfg, world_size: int) -> Preflight:
         _fail("model.vocab", f"{vocab_path_} is not a readable liquid_vocab.json ({err})")
     _check_data(data)
     options = options_from_run_config(cfg)
+    try:
+        recompute_kwargs(options.recompute)
+    except ValueError as err:
+        _fail(f"model.{str(err).split('=', 1)[0]}", str(err))
     backend = _check_machine(cfg, arch, options, world_size)
     return Preflight(arch=arch, options=options, attention_backend=backend, data=data, vocab_path=vocab_path_)
