@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from liquid_train.models.families import ModelArch
+from liquid_train.models.rope import install_rope
 from liquid_train.vocab import LiquidVocab
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -103,6 +104,7 @@ def transformer_config(arch: ModelArch, precision: str = "fp32", tp: Optional[in
     # Read by LiquidCoreAttention (plain attributes: TransformerConfig is a non-frozen dataclass).
     config.liquid_attn_logit_softcap = arch.attn_logit_softcap
     config.liquid_sliding_window = arch.sliding_window
+    config.liquid_sliding_window_layers = arch.window_layers()
     return config
 
 
@@ -177,6 +179,7 @@ def build_gpt_model(arch: ModelArch, vocab: Union[int, LiquidVocab, VocabRows], 
         rope_scaling=arch.rope_scaling_factor is not None,
         rope_scaling_factor=arch.rope_scaling_factor or 8.0, vp_stage=vp_stage,
     )
+    install_rope(model, arch)  # exact HF RoPE (any theta; linear / Llama-3 scaling with all its parameters)
     model.liquid_arch = arch
     model.liquid_vocab_rows = rows
     _install_hooks(model, arch, rows)

@@ -44,8 +44,10 @@ class LiquidCoreAttention(MegatronModule):
             config.softmax_scale if config.softmax_scale is not None else config.kv_channels ** -0.5)
         self.softcap = getattr(config, "liquid_attn_logit_softcap", None)
         window = getattr(config, "liquid_sliding_window", None)
-        # Gemma 2 (HF): layer_idx % 2 == 0 is a sliding-window layer; megatron's layer_number is 1-based.
-        self.window = window if (window and (self.layer_number - 1) % 2 == 0) else None
+        # 0-based layers with the window (ModelArch.window_layers; Gemma 2's default: layer_idx % 2 == 0);
+        # megatron's layer_number is 1-based.
+        sliding = getattr(config, "liquid_sliding_window_layers", range(0, config.num_layers, 2))
+        self.window = window if (window and (self.layer_number - 1) in sliding) else None
         self.dropout_p = config.attention_dropout if attention_dropout is None else attention_dropout
 
     def forward(self, query, key, value, attention_mask, attn_mask_type=None, attention_bias=None,
