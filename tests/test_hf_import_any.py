@@ -14,16 +14,14 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers_model import HF_CONFIGS, make_tokenizer
-from liquid_train.models.builder import build_gpt_model
-from liquid_train.models.hf_conversion import load_model_checkpoint, read_model_sidecar
-from liquid_train.parallel import destroy_parallel, initialize_parallel
+from helpers_hf import FAMILY_OF_MODEL_TYPE as FAMILY
+from helpers_hf import imported_logits, max_err, save_hf
+from helpers_model import HF_CONFIGS
 from tools.convert_checkpoint import main as convert
 
 NUM_IMAGE_TOKENS = 16
 TOL = 1e-4
-FAMILY = {"qwen2": "qwen2.5", "llama": "llama3.2", "gemma": "gemma", "gemma2": "gemma2"}
-EXAMPLES = settings(max_examples=4, deadline=None, database=None,
+EXAMPLES = settings(max_examples=6, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
@@ -93,65 +91,20 @@ def hf_config(draw, model_type):
     return cfg, seq
 
 
-def _save_hf(cfg: dict, directory: str, family: str, seed: int):
-    """Random tiny HF model of ``cfg`` (norms too) + the family's tokenizer; config.json is ``cfg`` verbatim."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, "config.json"), "w") as f:
-        json.dump(cfg, f)
-    config = AutoConfig.from_pretrained(directory)
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config, attn_implementation="eager").float().eval()
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.copy_(torch.rand(p.shape, generator=gen) - 0.5 if family.startswith("gemma")
-                        else 0.5 + torch.rand(p.shape, generator=gen))
-            else:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
-    model.save_pretrained(directory, safe_serialization=True)
-    with open(os.path.join(directory, "config.json"), "w") as f:  # keep the drawn spelling, not v5's rewrite
-        json.dump(cfg, f, indent=2)
-    make_tokenizer(family).save_pretrained(directory)
-    return model
-
-
-def _megatron_logits(model, tokens):
-    s = tokens.size(1)
-    mask = torch.triu(torch.ones(s, s, dtype=torch.bool), 1)[None, None].expand(tokens.size(0), 1, s, s)
-    with torch.no_grad():
-        return model(tokens, torch.arange(s).expand_as(tokens), mask)
-
-
-def _max_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
-    """Largest |difference| relative to max(1, largest |reference logit|)."""
-    return float((ours.double() - ref.double()).abs().max() / max(1.0, float(ref.double().abs().max())))
-
-
 def _round_trip(model_type: str, cfg: dict, seq: int, seed: int) -> None:
     from transformers import AutoModelForCausalLM
 
-    family = FAMILY[model_type]
     with tempfile.TemporaryDirectory() as tmp:
         hf_dir, ckpt, out = (os.path.join(tmp, name) for name in ("hf", "ckpt", "export"))
-        hf = _save_hf(cfg, hf_dir, family, seed)
+        hf = save_hf(cfg, hf_dir, seed)
         assert convert(["hf-to-megatron", "--hf-dir", hf_dir, "--out", ckpt,
                         "--num-image-tokens", str(NUM_IMAGE_TOKENS)]) == 0
         tokens = torch.randint(10, 490, (2, seq), generator=torch.Generator().manual_seed(seed))
         with torch.no_grad():
             ref = hf(tokens).logits
-        initialize_parallel(1, 1, seed=seed)
-        try:
-            arch, vocab = read_model_sidecar(ckpt)
-            model = build_gpt_model(arch, vocab, "fp32").eval()
-            load_model_checkpoint(model, ckpt)
-            ours = _megatron_logits(model, tokens)
-        finally:
-            destroy_parallel()
+        arch, vocab, ours = imported_logits(ckpt, tokens, seed)
         kept = arch.tokenizer_vocab_size or 512  # Qwen's spare rows 500..511 now hold <boi>/<eoi>/<unconditional>
-        assert _max_err(ours[..., :kept], ref[..., :kept]) <= TOL, (cfg, seq)
+        assert max_err(ours[..., :kept], ref[..., :kept]) <= TOL, (cfg, seq)
         assert torch.isfinite(ours[..., : vocab.vocab_size]).all()
 
         assert convert(["megatron-to-hf", "--ckpt", ckpt, "--out", out]) == 0
@@ -159,7 +112,7 @@ def _round_trip(model_type: str, cfg: dict, seq: int, seed: int) -> None:
         with torch.no_grad():
             again = exported(tokens).logits
         assert again.shape[-1] == vocab.vocab_size
-        assert _max_err(again[..., :kept], ref[..., :kept]) <= TOL, (cfg, seq)
+        assert max_err(again[..., :kept], ref[..., :kept]) <= TOL, (cfg, seq)
 
         with open(os.path.join(out, "config.json")) as f:
             written = json.load(f)
@@ -191,3 +144,21 @@ def test_any_gemma(drawn, seed):
 @given(drawn=hf_config("gemma2"), seed=st.integers(0, 1000))
 def test_any_gemma2(drawn, seed):
     _round_trip("gemma2", *drawn, seed)
+
+
+@settings(max_examples=40, deadline=None, database=None)
+@given(rope=rope_settings(), theta=st.floats(100.0, 1e6), head_dim=st.sampled_from([8, 12, 16, 64, 128]))
+def test_inv_freq_is_transformers_bit_for_bit(rope, theta, head_dim):
+    """The frequencies installed into megatron's rotary embedding are transformers', for every RoPE type."""
+    from transformers import LlamaConfig
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+    from liquid_train.models.families import ModelArch
+    from liquid_train.models.rope import hf_inv_freq
+
+    cfg = dict(vocab_size=512, hidden_size=2 * head_dim, intermediate_size=64, num_hidden_layers=1,
+               num_attention_heads=2, head_dim=head_dim, max_position_embeddings=64,
+               rope_parameters={"rope_theta": theta, **rope[0]})
+    arch = ModelArch.from_hf_config({"model_type": "llama", **cfg})
+    assert arch.rope_type == rope[0]["rope_type"]
+    assert torch.equal(hf_inv_freq(arch), LlamaRotaryEmbedding(LlamaConfig(**cfg)).inv_freq)

@@ -87,7 +87,9 @@ class ModelArch:
     def math(self) -> dict:
         """The fields that change the forward pass, normalised (unused RoPE parameters and window layouts dropped):
         two architectures compute the same function exactly when these agree."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _NOT_MATH}
+        names = [f.name for f in fields(self) if f.name not in _NOT_MATH and f.name != "rope_type"]
+        names.insert(names.index("rope_scaling_factor"), "rope_type")  # the type first: its parameters follow it
+        out = {name: getattr(self, name) for name in names}
         out["sliding_window_layers"] = self.window_layers()
         if self.rope_type == "default":
             out["rope_scaling_factor"] = None

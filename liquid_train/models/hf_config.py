@@ -39,6 +39,17 @@ _REQUIRED = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layer
 # hidden_act -> the gated MLP megatron builds (F.silu / F.gelu(approximate="tanh"), exactly transformers' ACT2FN)
 _ACTIVATIONS = {"silu": "swiglu", "swish": "swiglu", "gelu_pytorch_tanh": "geglu"}
 ROPE_TYPES = ("default", "linear", "llama3")
+# ModelArch field -> the config.json key it is read from (for messages)
+HF_KEY_OF_FIELD = {
+    "hf_model_type": "model_type", "num_layers": "num_hidden_layers", "ffn_hidden_size": "intermediate_size",
+    "num_query_groups": "num_key_value_heads", "norm_eps": "rms_norm_eps", "tie_embeddings": "tie_word_embeddings",
+    "activation": "hidden_act", "qkv_bias": "attention_bias", "rope_theta": "rope_theta",
+    "rope_type": "rope_scaling.rope_type", "rope_scaling_factor": "rope_scaling.factor",
+    "rope_low_freq_factor": "rope_scaling.low_freq_factor", "rope_high_freq_factor": "rope_scaling.high_freq_factor",
+    "rope_original_max_position": "rope_scaling.original_max_position_embeddings",
+    "attn_logit_softcap": "attn_logit_softcapping", "final_logit_softcap": "final_logit_softcapping",
+    "sliding_window_layers": "layer_types",
+}
 _LAYER_TYPES = ("full_attention", "sliding_attention")
 
 

@@ -27,8 +27,8 @@ import torch
 from liquid_train.atomic import atomic_path, atomic_write_json
 from liquid_train.models.families import (FAMILY_ALIASES, ModelArch, arch_from_dict, get_model_arch,
                                           registry_size_of)
-from liquid_train.models.hf_config import (FAMILY_OF_MODEL_TYPE, HFConfigError, read_config_json,
-                                           special_ids_in_config)
+from liquid_train.models.hf_config import (FAMILY_OF_MODEL_TYPE, HF_KEY_OF_FIELD, HFConfigError,
+                                           read_config_json, special_ids_in_config)
 from liquid_train.models.vocab_extension import extend_embedding, extend_tokenizer, plan_vocab
 from liquid_train.vocab import SPECIAL_KINDS, LiquidVocab, resolve_special_ids
 
@@ -82,8 +82,8 @@ def import_arch(hf_dir: str, family: Optional[str] = None, size: Optional[str] =
     have, want = arch.math(), registry.math()
     for key in want:
         if have[key] != want[key]:
-            raise ConversionError(f"{path}: {key}={have[key]!r} but {arch.family} {registry.size} has {want[key]!r}; "
-                                  "leave --size out to import the config as it is")
+            raise ConversionError(f"{path}: {HF_KEY_OF_FIELD.get(key, key)}: {have[key]!r} but {arch.family} "
+                                  f"{registry.size} has {want[key]!r}; leave --size out to import the config as it is")
     return replace(arch, size=registry.size, tokenizer_vocab_size=registry.tokenizer_vocab_size)
 
 
@@ -505,13 +505,13 @@ def hf_config_dict(arch: ModelArch, vocab: LiquidVocab, dtype: str = "float32") 
     return cfg
 
 
-def exported_hf_config(original: dict, vocab: LiquidVocab, dtype: str) -> dict:
-    """The imported ``config.json`` as it was, with the extended vocabulary and the dtype the shards are written in
-    (its dtype keys are only touched when they name another one)."""
+def exported_hf_config(original: dict, vocab: LiquidVocab, dtype: Optional[str] = None) -> dict:
+    """The imported ``config.json`` as it was, with the extended vocabulary; ``dtype`` (a dtype asked for on export,
+    e.g. "bfloat16") is written to its dtype keys (``dtype`` when it has none)."""
     cfg = dict(original)
     cfg["vocab_size"] = vocab.vocab_size
-    for key in ("dtype", "torch_dtype"):
-        if key in cfg and cfg[key] != dtype:
+    if dtype is not None:
+        for key in [k for k in ("dtype", "torch_dtype") if k in cfg] or ["dtype"]:
             cfg[key] = dtype
     return cfg
 
@@ -536,8 +536,8 @@ def export_model_to_hf(model, arch: ModelArch, vocab: LiquidVocab, out_dir: str,
                        hf_config: Optional[dict] = None) -> None:
     """Write a TP=1/PP=1 GPTModel as an HF directory, one safetensors shard per ``layers_per_shard`` layers.
 
-    ``hf_config``: the config.json the model was imported from, written back (:func:`exported_hf_config`);
-    without it a config is generated from ``arch``."""
+    ``hf_config``: the config.json to write (:func:`exported_hf_config` of the imported one); without it a config is
+    generated from ``arch``."""
     from tqdm import tqdm
 
     os.makedirs(out_dir, exist_ok=True)
@@ -571,8 +571,7 @@ def export_model_to_hf(model, arch: ModelArch, vocab: LiquidVocab, out_dir: str,
     _write_json(os.path.join(out_dir, "model.safetensors.index.json"), index)
     dtype_name = str(dtype or params["decoder.final_layernorm.weight"].dtype).replace("torch.", "")
     _write_json(os.path.join(out_dir, "config.json"),
-                exported_hf_config(hf_config, vocab, dtype_name) if hf_config is not None
-                else hf_config_dict(arch, vocab, dtype_name))
+                hf_config if hf_config is not None else hf_config_dict(arch, vocab, dtype_name))
     _write_json(os.path.join(out_dir, IMAGE_SIDECAR), {
         "image_token_offset": vocab.image_token_offset, "num_image_tokens": vocab.num_image_tokens,
         "codebook_size": vocab.num_image_tokens, "vq_tokenizer": vocab.vq_tokenizer,
@@ -623,9 +622,12 @@ def megatron_to_hf(ckpt_dir: str, out_dir: str, tokenizer_dir: Optional[str] = N
     if tokenizer is None:
         notify(f"no tokenizer in {ckpt_dir} or its run directory: {out_dir} gets none; pass --tokenizer-dir DIR")
     torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, None: None}[dtype]
-    torch_dtype = torch_dtype or recorded_dtype(original)
+    config = None
+    if original is not None:
+        config = exported_hf_config(original, vocab, str(torch_dtype).replace("torch.", "") if torch_dtype else None)
+        torch_dtype = torch_dtype or recorded_dtype(original)
     try:
-        export_model_to_hf(model, arch, vocab, out_dir, tokenizer=tokenizer, dtype=torch_dtype, hf_config=original)
+        export_model_to_hf(model, arch, vocab, out_dir, tokenizer=tokenizer, dtype=torch_dtype, hf_config=config)
     except ValueError as exc:  # a tokenizer that does not take the planned special ids
         raise ConversionError(f"{tok_src}: {exc}") from None
 
