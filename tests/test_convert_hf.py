@@ -168,6 +168,8 @@ def test_registry_size_is_found_and_given_size_accepted(tmp_path):
     assert import_arch(hf_dir, "llama", "tiny").size == "tiny"
     with pytest.raises(ConversionError, match="num_hidden_layers: 2 but llama3.2 1b has 16"):
         import_arch(hf_dir, size="1b")
+    with pytest.raises(ConversionError, match="--size 7b: unknown size '7b' for family 'llama3.2'"):
+        import_arch(hf_dir, size="7b")
 
 
 # v4-era config.json files of registry models (as published): read as the registry's sizes.
@@ -209,10 +211,17 @@ def test_published_configs_are_the_registry_sizes(size, tmp_path):
 
 @pytest.mark.parametrize("family,size", [(f, s) for f, sizes in FAMILY_REGISTRY.items() for s in sizes])
 def test_generated_config_reads_back_to_the_same_model(family, size):
+    """Checkpoints without a recorded config.json export a generated one; read back (as written and after
+    transformers' own normalisation) it is the same forward pass."""
+    from transformers import AutoConfig
+
     arch = get_model_arch(family, size)
     vocab = plan_vocab(arch, 64)
-    back = ModelArch.from_hf_config(hf_config_dict(arch, vocab))
-    assert back.math() == replace(arch, vocab_size=vocab.vocab_size).math()
+    want = replace(arch, vocab_size=vocab.vocab_size).math()
+    cfg = hf_config_dict(arch, vocab)
+    assert ModelArch.from_hf_config(cfg).math() == want
+    normalised = AutoConfig.for_model(**cfg).to_dict()
+    assert ModelArch.from_hf_config(normalised).math() == want
 
 
 REFUSED = [

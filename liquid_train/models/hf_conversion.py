@@ -28,7 +28,7 @@ from liquid_train.atomic import atomic_path, atomic_write_json
 from liquid_train.models.families import (FAMILY_ALIASES, ModelArch, arch_from_dict, get_model_arch,
                                           registry_size_of)
 from liquid_train.models.hf_config import (FAMILY_OF_MODEL_TYPE, HF_KEY_OF_FIELD, HFConfigError,
-                                           read_config_json, special_ids_in_config)
+                                           arch_fields_from_hf, read_config_json, special_ids_in_config)
 from liquid_train.models.vocab_extension import extend_embedding, extend_tokenizer, plan_vocab
 from liquid_train.vocab import SPECIAL_KINDS, LiquidVocab, resolve_special_ids
 
@@ -65,9 +65,9 @@ def import_arch(hf_dir: str, family: Optional[str] = None, size: Optional[str] =
     path = os.path.join(hf_dir, "config.json")
     cfg = read_hf_config(hf_dir) if cfg is None else cfg
     try:
-        arch = ModelArch.from_hf_config(cfg)
+        arch = ModelArch(size="custom", **arch_fields_from_hf(cfg, path))
     except HFConfigError as exc:
-        raise ConversionError(str(exc).replace("config.json: ", f"{path}: ", 1)) from None
+        raise ConversionError(str(exc)) from None
     if family is not None:
         want = FAMILY_ALIASES.get(family.lower(), family.lower())
         if want != arch.family:
@@ -78,7 +78,10 @@ def import_arch(hf_dir: str, family: Optional[str] = None, size: Optional[str] =
         if known is None:
             return arch
         return replace(arch, size=known, tokenizer_vocab_size=get_model_arch(arch.family, known).tokenizer_vocab_size)
-    registry = get_model_arch(arch.family, size)
+    try:
+        registry = get_model_arch(arch.family, size)
+    except KeyError as exc:
+        raise ConversionError(f"--size {size}: {exc.args[0]}") from None
     have, want = arch.math(), registry.math()
     for key in want:
         if have[key] != want[key]:
