@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass
-from typing import Optional
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -117,6 +117,48 @@ class LiquidVocab:
         if unknown:
             raise ValueError(f"{path}: unknown fields {sorted(unknown)}")
         return cls(**data)
+
+
+SPECIAL_KINDS = ("bos", "eos", "pad")
+
+
+def resolve_special_ids(config_ids: Dict[str, Union[int, List[int], None]],
+                        tokenizer_ids: Optional[Dict[str, Optional[Tuple[str, int]]]],
+                        config_name: str = "config.json", tokenizer_name: str = "the tokenizer"
+                        ) -> Tuple[Dict[str, int], List[str]]:
+    """bos/eos/pad ids from a model config and its tokenizer, checked against each other.
+
+    ``config_ids`` maps each kind to the config's ``<kind>_token_id`` (eos may be a list: generation stops at any of
+    them); ``tokenizer_ids`` maps each kind to the tokenizer's ``(token, id)`` or None, and is None without a
+    tokenizer. Where both give an id they must agree (the tokenizer's eos must be one of the config's); a kind only
+    one of them names takes that id. A missing bos or pad becomes eos, and each such choice is returned as a note
+    for the person converting. Raises ValueError naming both sources when they disagree or no eos exists.
+    """
+    ids: Dict[str, int] = {}
+    notes: List[str] = []
+    for kind in SPECIAL_KINDS:
+        from_cfg = config_ids.get(kind)
+        cfg_list = from_cfg if isinstance(from_cfg, list) else ([] if from_cfg is None else [from_cfg])
+        from_tok = (tokenizer_ids or {}).get(kind)
+        if from_tok is not None and cfg_list:
+            token, tid = from_tok
+            if tid not in cfg_list:
+                raise ValueError(f"{config_name} has {kind}_token_id={from_cfg} but {tokenizer_name} has "
+                                 f"{kind}_token {token!r} at id {tid}; the tokenizer does not belong to this model, "
+                                 f"or one of them needs fixing")
+            ids[kind] = tid
+        elif from_tok is not None:
+            ids[kind] = from_tok[1]
+        elif cfg_list:
+            ids[kind] = cfg_list[0]
+    if "eos" not in ids:
+        raise ValueError(f"no eos token: {config_name} has no eos_token_id and {tokenizer_name} no eos_token; set "
+                         "eos_token_id in the config")
+    for kind in ("bos", "pad"):
+        if kind not in ids:
+            ids[kind] = ids["eos"]
+            notes.append(f"no {kind} token in {config_name} or {tokenizer_name}: {kind} id = eos id {ids['eos']}")
+    return ids, notes
 
 
 def default_test_vocab(base_vocab_size: int = 256, num_image_tokens: int = 64, bos_id: int = 1, eos_id: int = 2,

@@ -1,7 +1,12 @@
 """Convert between Hugging Face checkpoints and liquid-train megatron dist checkpoints.
 
-    python tools/convert_checkpoint.py hf-to-megatron --hf-dir HF --out CKPT --family qwen2.5 --size 0.5b [--tp 2 --pp 2]
+    python tools/convert_checkpoint.py hf-to-megatron --hf-dir HF --out CKPT [--family qwen2.5] [--size 0.5b]
+        [--tokenizer TOK] [--tp 2 --pp 2] [--num-image-tokens 8192]
     python tools/convert_checkpoint.py megatron-to-hf --ckpt CKPT --out HF_OUT [--tokenizer-dir TOK] [--dtype bf16]
+
+hf-to-megatron reads the architecture from HF/config.json (any shape of Qwen2, Llama, Gemma, Gemma 2); a setting the
+megatron model cannot reproduce is refused with one line (exit 2). ``--family`` / ``--size`` are optional and, when
+given, checked against the config. The tokenizer (HF, or ``--tokenizer``) is extended and saved with the checkpoint.
 
 ``CKPT`` is a model checkpoint (hf-to-megatron's output), a trainer ``iter_*`` directory, a trainer
 ``checkpoints/`` directory or a run directory (the last two: the checkpoint their ``latest`` pointer names).
@@ -28,14 +33,23 @@ def resolve_checkpoint(path: str) -> str:
     return path
 
 
+def _note(message: str) -> None:
+    """One line for the person converting (only rank 0 speaks under torchrun)."""
+    import os
+
+    if os.environ.get("RANK", "0") == "0":
+        print(f"note: {message}", flush=True)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
     a = sub.add_parser("hf-to-megatron")
     a.add_argument("--hf-dir", required=True)
     a.add_argument("--out", required=True)
-    a.add_argument("--family", required=True)
-    a.add_argument("--size", required=True)
+    a.add_argument("--family", default=None, help="checked against config.json model_type when given")
+    a.add_argument("--size", default=None, help="a registry size; config.json must describe exactly it")
+    a.add_argument("--tokenizer", default=None, help="tokenizer directory (default: --hf-dir when it has one)")
     a.add_argument("--tp", type=int, default=1)
     a.add_argument("--pp", type=int, default=1)
     a.add_argument("--num-image-tokens", type=int, default=8192)
@@ -45,27 +59,31 @@ def main(argv=None) -> int:
     b = sub.add_parser("megatron-to-hf")
     b.add_argument("--ckpt", required=True)
     b.add_argument("--out", required=True)
-    b.add_argument("--tokenizer-dir", default=None)
-    b.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"])
+    b.add_argument("--tokenizer-dir", "--tokenizer", dest="tokenizer_dir", default=None)
+    b.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"],
+                   help="dtype of the written shards (default: the imported config.json's)")
     args = parser.parse_args(argv)
 
-    from liquid_train.models.hf_conversion import ConversionError, hf_to_megatron, megatron_to_hf
+    from liquid_train.models.hf_conversion import ConversionError, hf_to_megatron, import_arch, megatron_to_hf
     from liquid_train.parallel import destroy_parallel, initialize_parallel
 
     try:
         if args.cmd == "hf-to-megatron":
             from liquid_train.models.builder import check_divisibility
-            from liquid_train.models.families import get_model_arch
 
-            check_divisibility(get_model_arch(args.family, args.size), args.tp, args.pp)
+            arch = import_arch(args.hf_dir, args.family, args.size)  # refusals before any process group
+            check_divisibility(arch, args.tp, args.pp)
             initialize_parallel(args.tp, args.pp, seed=args.seed)
             vocab = hf_to_megatron(args.hf_dir, args.out, args.family, args.size, tp=args.tp, pp=args.pp,
                                    num_image_tokens=args.num_image_tokens, vq_tokenizer=args.vq_tokenizer,
-                                   precision=args.precision, seed=args.seed)
-            print(f"wrote {args.out}: vocab {vocab.vocab_size} rows, image ids from {vocab.image_token_offset}")
+                                   precision=args.precision, seed=args.seed, tokenizer_dir=args.tokenizer,
+                                   notify=_note)
+            print(f"wrote {args.out}: {arch.family} {arch.size} ({arch.num_layers} layers, hidden "
+                  f"{arch.hidden_size}), vocab {vocab.vocab_size} rows, image ids from {vocab.image_token_offset}")
         else:
             initialize_parallel(1, 1)
-            megatron_to_hf(resolve_checkpoint(args.ckpt), args.out, tokenizer_dir=args.tokenizer_dir, dtype=args.dtype)
+            megatron_to_hf(resolve_checkpoint(args.ckpt), args.out, tokenizer_dir=args.tokenizer_dir,
+                           dtype=args.dtype, notify=_note)
             print(f"wrote {args.out}")
     except (ConversionError, ValueError, KeyError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)

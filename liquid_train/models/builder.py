@@ -45,6 +45,8 @@ from liquid_train.models.layers import LiquidRMSNorm, RowParallelLinearWithPostN
 from liquid_train.models.options import (PRECISIONS, RECOMPUTE_GRANULARITIES, RECOMPUTE_METHODS, BuildOptions,
                                          FP8Config, RecomputeConfig)
 from liquid_train.models.precision import fp8_available, fp8_transformer_config_kwargs, te_import_error
+from liquid_train.models.rope import install_rope
+from liquid_train.models.sidecar import checkpoint_arch
 from liquid_train.vocab import LiquidVocab
 
 logger = logging.getLogger(__name__)
@@ -169,7 +171,7 @@ def transformer_config(arch: ModelArch, options: BuildOptions = BuildOptions()) 
     # Read by our modules (plain attributes: TransformerConfig is a non-frozen dataclass).
     config.liquid_attn_logit_softcap = arch.attn_logit_softcap
     config.liquid_sliding_window = arch.sliding_window
-    config.liquid_window_layers = 2  # Gemma 2: every other layer, starting with the first
+    config.liquid_window_layers = arch.window_layers()  # 0-based layers with the window (Gemma 2: even ones)
     config.liquid_attention_backend = backend
     return config
 
@@ -249,6 +251,7 @@ class ModelBuild:
             rope_scaling=arch.rope_scaling_factor is not None,
             rope_scaling_factor=arch.rope_scaling_factor or 8.0, vp_stage=vp_stage,
         )
+        install_rope(model, arch)  # exact HF RoPE (any theta; linear / Llama-3 scaling with all its parameters)
         model.model_type = ModelType.encoder_or_decoder
         model.liquid_arch = arch
         model.liquid_vocab_rows = self.rows
@@ -311,17 +314,33 @@ def build_gpt_model(arch: ModelArch, vocab: Union[int, LiquidVocab, VocabRows], 
 
 
 def arch_from_run_config(model_cfg) -> ModelArch:
-    """The architecture a run config names: the registry entry ``model.family``/``model.size``, with the inline
-    ``model.arch`` fields (if any) overriding it."""
-    base = get_model_arch(model_cfg.family, model_cfg.size)
+    """The architecture a run config names: the registry entry ``model.family``/``model.size`` (or, with
+    ``model.size: null``, the architecture recorded in ``model.init_from``), with the inline ``model.arch`` fields
+    (if any) overriding it. A registry architecture that computes something else than the ``init_from`` checkpoint
+    it would start from is refused (ValueError naming the first differing field)."""
+    init_arch = checkpoint_arch(model_cfg.init_from)
+    if model_cfg.size is None:
+        if init_arch is None:
+            raise ValueError("model.size is null, which means the architecture of model.init_from, but there is no "
+                             "liquid_model.json in it; set model.size to a registry size")
+        base = init_arch
+    else:
+        base = get_model_arch(model_cfg.family, model_cfg.size)
     inline = dict(model_cfg.arch or {})
-    if not inline:
-        return base
     unknown = sorted(set(inline) - set(ModelArch.__dataclass_fields__))
     if unknown:
         raise ValueError(f"model.arch: unknown field(s) {unknown}; known: {sorted(ModelArch.__dataclass_fields__)}")
-    inline.setdefault("size", "custom")
-    return replace(base, **inline)
+    if inline:
+        inline.setdefault("size", "custom")
+        base = replace(base, **inline)
+    if init_arch is not None:
+        ours, theirs = base.math(), init_arch.math()
+        diff = next((k for k in ours if ours[k] != theirs.get(k)), None)
+        if diff is not None:
+            raise ValueError(f"model.size={model_cfg.size}: {diff}={ours[diff]!r} but model.init_from holds "
+                             f"{diff}={theirs[diff]!r}; set model.size: null to train the architecture of the "
+                             f"checkpoint")
+    return base
 
 
 def resolve_precision(precision: str) -> str:

@@ -2,14 +2,18 @@
 
 Each :class:`ModelArch` carries everything that changes the math of the forward pass (GQA, qkv bias, RoPE theta and
 Llama-3 scaling, norm epsilon, tied embeddings, SwiGLU vs GeGLU, Gemma's sqrt(hidden) embedding scale and (1+w) norms,
-Gemma 2's soft-capping, post-norms, alternating sliding window, query_pre_attn_scalar), so the builder and the HF
-converter never guess. Values are copied from each model's public ``config.json``. ``tiny`` sizes keep the family's
-math with a few hundred thousand parameters, for tests and the CPU quickstart.
+Gemma 2's soft-capping, post-norms, sliding window and its layers, query_pre_attn_scalar), so the builder and the
+HF converter never guess. Registry values are copied from each model's public ``config.json``; ``tiny`` sizes keep
+the family's math with a few hundred thousand parameters, for tests and the CPU quickstart. Any other checkpoint of
+the four families comes in through :meth:`ModelArch.from_hf_config`, which reads its ``config.json`` as it is.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
-from typing import Dict, Optional, Tuple
+import os
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Dict, Optional, Tuple, Union
+
+from liquid_train.models.hf_config import arch_fields_from_hf, read_config_json
 
 
 @dataclass(frozen=True)
@@ -30,22 +34,69 @@ class ModelArch:
     tie_embeddings: bool
     activation: str = "swiglu"  # "swiglu" (silu-gated) or "geglu" (gelu tanh-gated)
     qkv_bias: bool = False
-    # Llama-3 RoPE scaling (None = off); low/high freq factors and original context as in HF `rope_scaling`.
+    # RoPE scaling as in HF `rope_parameters`: rope_type "default" (none), "linear" (inv_freq / factor) or "llama3"
+    # (factor, low/high freq factors, original context). A factor with rope_type "default" means "llama3" (the
+    # registry's and older checkpoints' spelling).
     rope_scaling_factor: Optional[float] = None
     rope_low_freq_factor: float = 1.0
     rope_high_freq_factor: float = 4.0
     rope_original_max_position: int = 8192
+    rope_type: str = "default"
     embedding_scale: bool = False  # Gemma: embeddings multiplied by sqrt(hidden_size)
     norm_zero_centered: bool = False  # Gemma: HF norm weight w means (1 + w); converted at import
     post_norms: bool = False  # Gemma 2: post-attention and post-feedforward norms
     attn_logit_softcap: Optional[float] = None
     final_logit_softcap: Optional[float] = None
-    sliding_window: Optional[int] = None  # Gemma 2: on layers 0, 2, 4, ... (HF layer_idx % 2 == 0)
+    sliding_window: Optional[int] = None
+    # 0-based layers that use the window; None = 0, 2, 4, ... (Gemma 2's default, HF layer_idx % 2 == 0)
+    sliding_window_layers: Optional[Tuple[int, ...]] = None
     query_pre_attn_scalar: Optional[float] = None  # softmax scale = query_pre_attn_scalar ** -0.5
-    bos_token_id: int = 1
-    eos_token_id: int = 2
-    pad_token_id: int = 0
+    bos_token_id: Optional[int] = 1
+    eos_token_id: Optional[int] = 2
+    pad_token_id: Optional[int] = 0
     tokenizer_vocab_size: Optional[int] = None  # real tokenizer length when smaller than vocab_size (Qwen2.5)
+
+    def __post_init__(self) -> None:
+        if self.rope_scaling_factor is not None and self.rope_type == "default":
+            object.__setattr__(self, "rope_type", "llama3")
+        if self.sliding_window_layers is not None:  # JSON gives a list
+            object.__setattr__(self, "sliding_window_layers", tuple(int(i) for i in self.sliding_window_layers))
+
+    @classmethod
+    def from_hf_config(cls, path_or_dict: Union[str, dict], size: str = "custom") -> "ModelArch":
+        """The architecture a Hugging Face ``config.json`` (path, its directory, or the dict) describes.
+
+        Every key that changes the forward pass is read; one the megatron model cannot reproduce raises
+        :class:`~liquid_train.models.hf_config.HFConfigError` naming the file and key.
+        """
+        if isinstance(path_or_dict, dict):
+            cfg, path = path_or_dict, "config.json"
+        else:
+            path = path_or_dict if not os.path.isdir(path_or_dict) else os.path.join(path_or_dict, "config.json")
+            cfg = read_config_json(path)
+        return cls(size=size, **arch_fields_from_hf(cfg, path))
+
+    def window_layers(self) -> Tuple[int, ...]:
+        """0-based layers with sliding-window attention (empty without a window)."""
+        if self.sliding_window is None:
+            return ()
+        if self.sliding_window_layers is None:
+            return tuple(range(0, self.num_layers, 2))
+        return self.sliding_window_layers
+
+    def math(self) -> dict:
+        """The fields that change the forward pass, normalised (unused RoPE parameters and window layouts dropped):
+        two architectures compute the same function exactly when these agree."""
+        names = [f.name for f in fields(self) if f.name not in _NOT_MATH and f.name != "rope_type"]
+        names.insert(names.index("rope_scaling_factor"), "rope_type")  # the type first: its parameters follow it
+        out = {name: getattr(self, name) for name in names}
+        out["sliding_window_layers"] = self.window_layers()
+        if self.rope_type == "default":
+            out["rope_scaling_factor"] = None
+        if self.rope_type != "llama3":
+            for key in ("rope_low_freq_factor", "rope_high_freq_factor", "rope_original_max_position"):
+                out.pop(key)
+        return out
 
     @property
     def softmax_scale(self) -> float:
@@ -68,6 +119,11 @@ class ModelArch:
             rows = vocab_rows or self.vocab_size
             total += rows * h * (1 if self.tie_embeddings else 2)
         return total
+
+
+# Names, vocabulary bookkeeping and the nominal context: not part of the forward pass.
+_NOT_MATH = ("family", "size", "max_position_embeddings", "bos_token_id", "eos_token_id", "pad_token_id",
+             "tokenizer_vocab_size")
 
 
 def _qwen(size, L, h, f, heads, kv, vocab, tied, eps, max_pos):
@@ -144,5 +200,14 @@ def get_model_arch(family: str, size: str) -> ModelArch:
     return FAMILIES[fam][key]
 
 
+def registry_size_of(arch: ModelArch) -> Optional[str]:
+    """The registry size of ``arch``'s family whose forward pass is exactly ``arch``'s, if any."""
+    for size, known in FAMILIES.get(arch.family, {}).items():
+        if known.math() == arch.math():
+            return size
+    return None
+
+
 def arch_from_dict(data: dict) -> ModelArch:
+    """A ModelArch from a plain dict of its fields (sidecars, run configs); unknown keys are ignored."""
     return ModelArch(**{k: v for k, v in data.items() if k in ModelArch.__dataclass_fields__})

@@ -7,23 +7,37 @@ megatron dist checkpoint (torch_dist): ``{"model": model.sharded_state_dict()}``
 ``liquid_model.json``. Run it under ``torchrun --nproc_per_node=TP*PP`` to split a large model over processes: each
 process holds only its own shard. Export loads any layout (the dist checkpoint reshards) into a TP=1/PP=1 model and
 writes HF safetensors shards layer by layer, with the padding rows removed.
+
+The architecture is read from the checkpoint's own ``config.json`` (:meth:`ModelArch.from_hf_config`); a registry
+``--size`` is only checked against it. The imported ``config.json`` is kept in ``liquid_model.json`` and written back
+on export with only ``vocab_size`` changed (and the dtype key, when ``--dtype`` asks for another one). bos/eos/pad
+come from the config and the tokenizer, checked against each other (:func:`liquid_train.vocab.resolve_special_ids`).
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
+from dataclasses import replace
 from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import torch
 
 from liquid_train.atomic import atomic_path, atomic_write_json
-from liquid_train.models.families import ModelArch, arch_from_dict, get_model_arch
+from liquid_train.models.families import (FAMILY_ALIASES, ModelArch, get_model_arch,
+                                          registry_size_of)
+from liquid_train.models.hf_config import (FAMILY_OF_MODEL_TYPE, HF_KEY_OF_FIELD, HFConfigError,
+                                           arch_fields_from_hf, read_config_json, special_ids_in_config)
+from liquid_train.models.sidecar import MODEL_SIDECAR, SidecarError, read_sidecar, sidecar_arch
 from liquid_train.models.vocab_extension import extend_embedding, extend_tokenizer, plan_vocab
-from liquid_train.vocab import LiquidVocab
+from liquid_train.vocab import SPECIAL_KINDS, LiquidVocab, resolve_special_ids
 
-MODEL_TYPE_TO_FAMILY = {"qwen2": "qwen2.5", "llama": "llama3.2", "gemma2": "gemma2", "gemma": "gemma"}
-MODEL_SIDECAR = "liquid_model.json"
+logger = logging.getLogger(__name__)
+
+MODEL_TYPE_TO_FAMILY = FAMILY_OF_MODEL_TYPE
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
+_DTYPE_NAMES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 IMAGE_SIDECAR = "liquid_image_tokens.json"
 TOKENIZER_SUBDIR = "tokenizer"
 
@@ -36,46 +50,79 @@ class ConversionError(ValueError):
 # HF side: config and lazy safetensors access
 # ---------------------------------------------------------------------------------------------------------------
 def read_hf_config(hf_dir: str) -> dict:
+    try:
+        return read_config_json(os.path.join(hf_dir, "config.json"))
+    except HFConfigError as exc:
+        raise ConversionError(str(exc)) from None
+
+
+def import_arch(hf_dir: str, family: Optional[str] = None, size: Optional[str] = None,
+                cfg: Optional[dict] = None) -> ModelArch:
+    """The architecture ``hf_dir/config.json`` describes; ``family`` / ``size``, when given, are checked against it.
+
+    Without ``size`` the architecture is named after the registry size it equals, or ``custom``.
+    """
     path = os.path.join(hf_dir, "config.json")
-    if not os.path.exists(path):
-        raise ConversionError(f"{path}: missing; point --hf-dir at a Hugging Face model directory")
-    with open(path) as f:
-        return json.load(f)
+    cfg = read_hf_config(hf_dir) if cfg is None else cfg
+    try:
+        arch = ModelArch(size="custom", **arch_fields_from_hf(cfg, path))
+    except HFConfigError as exc:
+        raise ConversionError(str(exc)) from None
+    if family is not None:
+        want = FAMILY_ALIASES.get(family.lower(), family.lower())
+        if want != arch.family:
+            raise ConversionError(f"{path}: model_type {arch.hf_model_type!r} is a {arch.family} model, not {want}; "
+                                  f"pass --family {arch.family} or leave --family out")
+    if size is None:
+        known = registry_size_of(arch)
+        if known is None:
+            return arch
+        return replace(arch, size=known, tokenizer_vocab_size=get_model_arch(arch.family, known).tokenizer_vocab_size)
+    try:
+        registry = get_model_arch(arch.family, size)
+    except KeyError as exc:
+        raise ConversionError(f"--size {size}: {exc.args[0]}") from None
+    have, want = arch.math(), registry.math()
+    for key in want:
+        if have[key] != want[key]:
+            raise ConversionError(f"{path}: {HF_KEY_OF_FIELD.get(key, key)}: {have[key]!r} but {arch.family} "
+                                  f"{registry.size} has {want[key]!r}; leave --size out to import the config as it is")
+    return replace(arch, size=registry.size, tokenizer_vocab_size=registry.tokenizer_vocab_size)
 
 
-def _rope_theta(cfg: dict) -> float:
-    rp = cfg.get("rope_parameters") or {}
-    return float(rp.get("rope_theta", cfg.get("rope_theta", 10000.0)))
+def tokenizer_special_ids(tokenizer) -> Dict[str, Optional[Tuple[str, int]]]:
+    """``{kind: (token, id) or None}`` for bos/eos/pad of a transformers tokenizer."""
+    out = {}
+    for kind in SPECIAL_KINDS:
+        token, tid = getattr(tokenizer, f"{kind}_token", None), getattr(tokenizer, f"{kind}_token_id", None)
+        out[kind] = (str(token), int(tid)) if token is not None and tid is not None else None
+    return out
 
 
-def check_hf_config(cfg: dict, arch: ModelArch, path: str) -> None:
-    """The HF config must describe exactly ``arch``; one clear error otherwise."""
-    model_type = cfg.get("model_type")
-    fam = MODEL_TYPE_TO_FAMILY.get(model_type)
-    if fam != arch.family:
-        raise ConversionError(f"{path}: model_type {model_type!r} is a {fam or 'unsupported'} model, not "
-                              f"{arch.family}; pass --family {fam} (supported: {sorted(MODEL_TYPE_TO_FAMILY)})"
-                              if fam else f"{path}: model_type {model_type!r} is not supported; supported "
-                              f"model types: {sorted(MODEL_TYPE_TO_FAMILY)}")
-    expected = {
-        "hidden_size": arch.hidden_size, "num_hidden_layers": arch.num_layers,
-        "intermediate_size": arch.ffn_hidden_size, "num_attention_heads": arch.num_attention_heads,
-        "num_key_value_heads": arch.num_query_groups, "vocab_size": arch.vocab_size,
-    }
-    for key, want in expected.items():
-        if cfg.get(key) != want:
-            raise ConversionError(f"{path}: {key}={cfg.get(key)} but {arch.family} {arch.size} has {want}; pick "
-                                  f"the matching --size")
-    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
-    if head_dim != arch.head_dim:
-        raise ConversionError(f"{path}: head_dim={head_dim} but {arch.family} {arch.size} has {arch.head_dim}")
-    if abs(_rope_theta(cfg) - arch.rope_theta) > 1e-6 * arch.rope_theta:
-        raise ConversionError(f"{path}: rope_theta={_rope_theta(cfg)} but {arch.family} {arch.size} has "
-                              f"{arch.rope_theta}")
-    tied = cfg.get("tie_word_embeddings", True)
-    if bool(tied) != arch.tie_embeddings:
-        raise ConversionError(f"{path}: tie_word_embeddings={tied} but {arch.family} {arch.size} has "
-                              f"{arch.tie_embeddings}")
+def settle_vocabulary(arch: ModelArch, cfg: dict, tokenizer, cfg_path: str, tok_path: Optional[str],
+                      notify: Callable[[str], None]) -> ModelArch:
+    """``arch`` with bos/eos/pad from config + tokenizer (checked against each other) and the tokenizer's length."""
+    tok_name = tok_path or "(no tokenizer)"
+    try:
+        ids, notes = resolve_special_ids(special_ids_in_config(cfg, cfg_path),
+                                         tokenizer_special_ids(tokenizer) if tokenizer is not None else None,
+                                         cfg_path, tok_name)
+    except ValueError as exc:
+        raise ConversionError(str(exc)) from None
+    for note in notes:
+        notify(note)
+    for kind, value in ids.items():
+        if value >= arch.vocab_size:
+            raise ConversionError(f"{cfg_path}: {kind} id {value} is outside vocab_size {arch.vocab_size}")
+    tok_len = arch.tokenizer_vocab_size
+    if tokenizer is not None:
+        n = len(tokenizer)
+        if n > arch.vocab_size:
+            raise ConversionError(f"{tok_name}: {n} tokens, more than {cfg_path} vocab_size {arch.vocab_size}; the "
+                                  "tokenizer does not belong to this model")
+        tok_len = n if n < arch.vocab_size else None
+    return replace(arch, bos_token_id=ids["bos"], eos_token_id=ids["eos"], pad_token_id=ids["pad"],
+                   tokenizer_vocab_size=tok_len)
 
 
 class SafetensorsReader:
@@ -88,17 +135,23 @@ class SafetensorsReader:
         index = os.path.join(hf_dir, "model.safetensors.index.json")
         single = os.path.join(hf_dir, "model.safetensors")
         if os.path.exists(index):
-            with open(index) as f:
-                self.weight_map: Dict[str, str] = json.load(f)["weight_map"]
+            try:
+                with open(index) as f:
+                    self.weight_map: Dict[str, str] = json.load(f)["weight_map"]
+                if not isinstance(self.weight_map, dict):
+                    raise TypeError("weight_map is not an object")
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ConversionError(f"{index}: unreadable safetensors index ({type(exc).__name__}: {exc}); "
+                                      "re-download it") from None
         elif os.path.exists(single):
             self.weight_map = None
         else:
             raise ConversionError(f"{hf_dir}: no model.safetensors or model.safetensors.index.json; export the "
                                   "model with save_pretrained(safe_serialization=True)")
         files = sorted(set(self.weight_map.values())) if self.weight_map else ["model.safetensors"]
-        missing = [f for f in files if not os.path.exists(os.path.join(hf_dir, f))]
+        missing = [os.path.join(hf_dir, f) for f in files if not os.path.exists(os.path.join(hf_dir, f))]
         if missing:
-            raise ConversionError(f"{hf_dir}: safetensors shards listed in the index are missing: {missing}; "
+            raise ConversionError(f"safetensors shards listed in {index} are missing: {', '.join(missing)}; "
                                   "download the complete checkpoint")
         self._handles = {}
         for fname in files:
@@ -124,7 +177,12 @@ class SafetensorsReader:
         if name not in self.weight_map:
             raise ConversionError(f"{self.hf_dir}: tensor {name!r} is missing from the safetensors files "
                                   "(partial checkpoint or a different architecture)")
-        return self._handles[self.weight_map[name]].get_tensor(name)
+        fname = self.weight_map[name]
+        try:
+            return self._handles[fname].get_tensor(name)
+        except Exception as exc:  # header fine, data truncated or corrupt
+            raise ConversionError(f"{os.path.join(self.hf_dir, fname)}: cannot read tensor {name!r} ({exc}); "
+                                  "re-download the file") from None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -256,10 +314,8 @@ def load_hf_into_model(model, reader: SafetensorsReader, arch: ModelArch, vocab:
                 full = megatron_layer_tensor(reader.get, arch, layer, suffix)
             elif name == "embedding.word_embeddings.weight":
                 full = embedding_full("model.embed_tokens.weight")
-            elif name == "output_layer.weight":
-                src = "model.embed_tokens.weight" if arch.tie_embeddings or not reader.has("lm_head.weight") \
-                    else "lm_head.weight"
-                full = embedding_full(src)
+            elif name == "output_layer.weight":  # only built when the embeddings are not tied
+                full = embedding_full("lm_head.weight")
             elif name == "decoder.final_layernorm.weight":
                 full = _norm_in(reader.get("model.norm.weight"), arch)
             else:
@@ -271,8 +327,10 @@ def load_hf_into_model(model, reader: SafetensorsReader, arch: ModelArch, vocab:
             param.copy_(local.to(param.dtype))
 
 
-def save_model_checkpoint(model, ckpt_dir: str, vocab: LiquidVocab, arch: ModelArch, extra_sidecar=None) -> None:
-    """Megatron dist checkpoint (contract 4): ``{"model": sharded_state_dict}`` + vocab/model sidecars; atomic."""
+def save_model_checkpoint(model, ckpt_dir: str, vocab: LiquidVocab, arch: ModelArch, extra_sidecar=None,
+                          tokenizer=None) -> None:
+    """Megatron dist checkpoint (contract 4): ``{"model": sharded_state_dict}`` + vocab/model sidecars (+ the
+    tokenizer in ``tokenizer/``); atomic."""
     import torch.distributed as dist
     from megatron.core import dist_checkpointing
 
@@ -292,6 +350,8 @@ def save_model_checkpoint(model, ckpt_dir: str, vocab: LiquidVocab, arch: ModelA
         sidecar.update(extra_sidecar or {})
         with open(os.path.join(tmp, MODEL_SIDECAR), "w") as f:
             json.dump(sidecar, f, indent=2)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(os.path.join(tmp, TOKENIZER_SUBDIR))
         if os.path.exists(ckpt_dir):
             shutil.rmtree(ckpt_dir)
         os.replace(tmp, ckpt_dir)
@@ -299,19 +359,20 @@ def save_model_checkpoint(model, ckpt_dir: str, vocab: LiquidVocab, arch: ModelA
         dist.barrier()
 
 
+def _read_sidecar(ckpt_dir: str) -> dict:
+    try:
+        return read_sidecar(ckpt_dir)
+    except SidecarError as err:
+        raise ConversionError(str(err)) from None
+
+
+def recorded_hf_config(ckpt_dir: str) -> Optional[dict]:
+    """The ``config.json`` the checkpoint was imported from (kept in its sidecar), or None."""
+    return _read_sidecar(ckpt_dir).get("hf_config")
+
+
 def read_model_sidecar(ckpt_dir: str) -> Tuple[ModelArch, LiquidVocab]:
-    path = os.path.join(ckpt_dir, MODEL_SIDECAR)
-    if not os.path.exists(path):
-        raise ConversionError(f"{path}: missing; not a liquid-train model/trainer checkpoint directory")
-    with open(path) as f:
-        side = json.load(f)
-    if "arch" in side:
-        arch = arch_from_dict(side["arch"])
-    elif all(k in side for k in ("num_layers", "hidden_size")):
-        arch = arch_from_dict(side)
-    else:
-        arch = get_model_arch(side["family"], side["size"])
-    return arch, LiquidVocab.load(ckpt_dir)
+    return sidecar_arch(_read_sidecar(ckpt_dir)), LiquidVocab.load(ckpt_dir)
 
 
 def load_model_checkpoint(model, ckpt_dir: str) -> None:
@@ -327,50 +388,83 @@ def load_model_checkpoint(model, ckpt_dir: str) -> None:
         raise ConversionError(f"{ckpt_dir}: checkpoint lacks model tensors {missing[:5]}")
 
 
-def hf_to_megatron(hf_dir: str, out_dir: str, family: str, size: str, tp: int = 1, pp: int = 1,
-                   num_image_tokens: int = 8192, vq_tokenizer: str = "chameleon-vqgan", precision: str = "fp32",
-                   seed: int = 0) -> LiquidVocab:
-    """Convert; parallel state must be initialised at (tp, pp) (all ranks call this)."""
+def find_tokenizer_dir(*candidates: Optional[str]) -> Optional[str]:
+    """The first directory holding tokenizer files, or None."""
+    for path in candidates:
+        if path and any(os.path.exists(os.path.join(path, f)) for f in TOKENIZER_FILES):
+            return path
+    return None
+
+
+def hf_to_megatron(hf_dir: str, out_dir: str, family: Optional[str] = None, size: Optional[str] = None, tp: int = 1,
+                   pp: int = 1, num_image_tokens: int = 8192, vq_tokenizer: str = "chameleon-vqgan",
+                   precision: str = "fp32", seed: int = 0, tokenizer_dir: Optional[str] = None,
+                   notify: Optional[Callable[[str], None]] = None) -> LiquidVocab:
+    """Convert; parallel state must be initialised at (tp, pp) (all ranks call this).
+
+    The architecture comes from ``hf_dir/config.json`` (``family``/``size`` are only checked against it); the
+    tokenizer from ``tokenizer_dir`` or ``hf_dir``. ``notify`` receives one-line notes for the person converting
+    (no tokenizer, a pad id chosen); default: the module logger.
+    """
     import torch.distributed as dist
 
     from liquid_train.models.builder import build_gpt_model, check_divisibility
 
-    arch = get_model_arch(family, size)
-    check_divisibility(arch, tp, pp)
+    notify = notify or logger.warning
     cfg_path = os.path.join(hf_dir, "config.json")
-    check_hf_config(read_hf_config(hf_dir), arch, cfg_path)
+    cfg = read_hf_config(hf_dir)
+    arch = import_arch(hf_dir, family, size, cfg=cfg)
+    check_divisibility(arch, tp, pp)
     reader = SafetensorsReader(hf_dir)
-    vocab = plan_vocab(arch, num_image_tokens, vq_tokenizer)
-    tokenizer = _load_tokenizer(hf_dir)
+    if num_image_tokens < 0:
+        raise ConversionError(f"--num-image-tokens {num_image_tokens}: must be >= 0")
+    if tokenizer_dir is not None and find_tokenizer_dir(tokenizer_dir) is None:
+        raise ConversionError(f"{tokenizer_dir}: no tokenizer files ({', '.join(TOKENIZER_FILES)})")
+    tok_dir = find_tokenizer_dir(tokenizer_dir, hf_dir)
+    tokenizer = _load_tokenizer(tok_dir) if tok_dir else None
+    if tokenizer is None:
+        notify(f"no tokenizer in {hf_dir}: bos/eos/pad come from config.json alone and {out_dir} gets no "
+               "tokenizer/; pass --tokenizer DIR to check the ids and save an extended tokenizer")
+    arch = settle_vocabulary(arch, cfg, tokenizer, cfg_path, tok_dir, notify)
+    try:
+        vocab = plan_vocab(arch, num_image_tokens, vq_tokenizer)
+        if tokenizer is not None:  # checked before the weights are touched
+            extend_tokenizer(tokenizer, vocab)
+    except ValueError as exc:
+        raise ConversionError(f"{tok_dir or cfg_path}: {exc}") from None
+    if not arch.tie_embeddings and not reader.has("lm_head.weight"):
+        raise ConversionError(f"{hf_dir}: tie_word_embeddings is false but the safetensors files have no "
+                              "lm_head.weight; the checkpoint is incomplete")
     model = build_gpt_model(arch, vocab, precision)
     load_hf_into_model(model, reader, arch, vocab, seed=seed)
-    save_model_checkpoint(model, out_dir, vocab, arch, extra_sidecar={"source": os.path.abspath(hf_dir)})
     rank = dist.get_rank() if dist.is_initialized() else 0
-    if rank == 0 and tokenizer is not None:
-        extend_tokenizer(tokenizer, vocab)
-        tokenizer.save_pretrained(os.path.join(out_dir, TOKENIZER_SUBDIR))
+    save_model_checkpoint(model, out_dir, vocab, arch, tokenizer=tokenizer if rank == 0 else None,
+                          extra_sidecar={"source": os.path.abspath(hf_dir), "hf_config": cfg})
     return vocab
 
 
 def _load_tokenizer(path: str):
-    if not any(os.path.exists(os.path.join(path, f)) for f in ("tokenizer.json", "tokenizer.model",
-                                                               "tokenizer_config.json")):
-        return None
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(path)
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except Exception as exc:  # corrupt or incomplete tokenizer files
+        raise ConversionError(f"{path}: cannot load the tokenizer ({type(exc).__name__}: {exc})") from None
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # export
 # ---------------------------------------------------------------------------------------------------------------
 def hf_config_dict(arch: ModelArch, vocab: LiquidVocab, dtype: str = "float32") -> dict:
-    """A transformers config for ``arch`` with the extended (unpadded) vocabulary."""
-    rope = {"rope_type": "default", "rope_theta": arch.rope_theta}
-    if arch.rope_scaling_factor is not None:
-        rope = {"rope_type": "llama3", "rope_theta": arch.rope_theta, "factor": arch.rope_scaling_factor,
-                "low_freq_factor": arch.rope_low_freq_factor, "high_freq_factor": arch.rope_high_freq_factor,
-                "original_max_position_embeddings": arch.rope_original_max_position}
+    """A transformers config generated from ``arch`` (for checkpoints with no recorded config.json, e.g. trained
+    from scratch), with the extended (unpadded) vocabulary; :meth:`ModelArch.from_hf_config` reads it back to
+    the same forward pass."""
+    rope = {"rope_type": arch.rope_type, "rope_theta": arch.rope_theta}
+    if arch.rope_type in ("linear", "llama3"):
+        rope["factor"] = arch.rope_scaling_factor
+    if arch.rope_type == "llama3":
+        rope.update(low_freq_factor=arch.rope_low_freq_factor, high_freq_factor=arch.rope_high_freq_factor,
+                    original_max_position_embeddings=arch.rope_original_max_position)
     arch_name = {"qwen2": "Qwen2ForCausalLM", "llama": "LlamaForCausalLM", "gemma2": "Gemma2ForCausalLM",
                  "gemma": "GemmaForCausalLM"}[arch.hf_model_type]
     cfg = dict(
@@ -379,23 +473,47 @@ def hf_config_dict(arch: ModelArch, vocab: LiquidVocab, dtype: str = "float32") 
         num_attention_heads=arch.num_attention_heads, num_key_value_heads=arch.num_query_groups,
         head_dim=arch.head_dim, max_position_embeddings=arch.max_position_embeddings, rms_norm_eps=arch.norm_eps,
         rope_parameters=rope, tie_word_embeddings=arch.tie_embeddings, bos_token_id=vocab.bos_id,
-        eos_token_id=vocab.eos_id, pad_token_id=vocab.pad_id, torch_dtype=dtype, attention_dropout=0.0,
+        eos_token_id=vocab.eos_id, pad_token_id=vocab.pad_id, dtype=dtype, attention_dropout=0.0,
     )
-    if arch.activation == "swiglu":
-        cfg["hidden_act"] = "silu"
-    else:
-        cfg["hidden_act"] = cfg["hidden_activation"] = "gelu_pytorch_tanh"
-    if arch.hf_model_type == "llama":
-        cfg.update(attention_bias=False, mlp_bias=False)
-    if arch.hf_model_type == "qwen2":
-        cfg.update(use_sliding_window=False, max_window_layers=arch.num_layers)
+    act = "silu" if arch.activation == "swiglu" else "gelu_pytorch_tanh"
+    cfg["hidden_activation" if arch.hf_model_type == "gemma2" else "hidden_act"] = act
     if arch.hf_model_type == "gemma2":
-        cfg.update(query_pre_attn_scalar=int(arch.query_pre_attn_scalar), sliding_window=arch.sliding_window,
+        cfg["hidden_act"] = act
+    if arch.hf_model_type in ("llama", "gemma", "gemma2"):
+        cfg["attention_bias"] = False
+    if arch.hf_model_type == "llama":
+        cfg["mlp_bias"] = False
+    layer_types = ["sliding_attention" if i in arch.window_layers() else "full_attention"
+                   for i in range(arch.num_layers)]
+    if arch.hf_model_type == "qwen2":
+        cfg.update(use_sliding_window=arch.sliding_window is not None, sliding_window=arch.sliding_window,
+                   max_window_layers=arch.num_layers, layer_types=layer_types)
+    if arch.hf_model_type == "gemma2":
+        qpas = arch.query_pre_attn_scalar
+        cfg.update(query_pre_attn_scalar=int(qpas) if float(qpas).is_integer() else qpas,
+                   sliding_window=arch.sliding_window,
                    attn_logit_softcapping=arch.attn_logit_softcap,
-                   final_logit_softcapping=arch.final_logit_softcap,
-                   layer_types=["sliding_attention" if i % 2 == 0 else "full_attention"
-                                for i in range(arch.num_layers)])
+                   final_logit_softcapping=arch.final_logit_softcap, layer_types=layer_types)
     return cfg
+
+
+def exported_hf_config(original: dict, vocab: LiquidVocab, dtype: Optional[str] = None) -> dict:
+    """The imported ``config.json`` as it was, with the extended vocabulary; ``dtype`` (a dtype asked for on export,
+    e.g. "bfloat16") is written to its dtype keys (``dtype`` when it has none)."""
+    cfg = dict(original)
+    cfg["vocab_size"] = vocab.vocab_size
+    if dtype is not None:
+        for key in [k for k in ("dtype", "torch_dtype") if k in cfg] or ["dtype"]:
+            cfg[key] = dtype
+    return cfg
+
+
+def recorded_dtype(cfg: Optional[dict]) -> Optional[torch.dtype]:
+    """The torch dtype a config.json names (``dtype`` or ``torch_dtype``), if it is a float type."""
+    for key in ("dtype", "torch_dtype"):
+        if cfg and cfg.get(key) in _DTYPE_NAMES:
+            return _DTYPE_NAMES[cfg[key]]
+    return None
 
 
 def _atomic_save_safetensors(tensors: Dict[str, torch.Tensor], path: str) -> None:
@@ -406,8 +524,12 @@ def _atomic_save_safetensors(tensors: Dict[str, torch.Tensor], path: str) -> Non
 
 
 def export_model_to_hf(model, arch: ModelArch, vocab: LiquidVocab, out_dir: str, tokenizer=None,
-                       layers_per_shard: int = 4, dtype: Optional[torch.dtype] = None) -> None:
-    """Write a TP=1/PP=1 GPTModel as an HF directory, one safetensors shard per ``layers_per_shard`` layers."""
+                       layers_per_shard: int = 4, dtype: Optional[torch.dtype] = None,
+                       hf_config: Optional[dict] = None) -> None:
+    """Write a TP=1/PP=1 GPTModel as an HF directory, one safetensors shard per ``layers_per_shard`` layers.
+
+    ``hf_config``: the config.json to write (:func:`exported_hf_config` of the imported one); without it a config is
+    generated from ``arch``."""
     from tqdm import tqdm
 
     os.makedirs(out_dir, exist_ok=True)
@@ -439,9 +561,9 @@ def export_model_to_hf(model, arch: ModelArch, vocab: LiquidVocab, out_dir: str,
             current = {}
     index = {"metadata": {"total_size": 0}, "weight_map": weight_map}
     _write_json(os.path.join(out_dir, "model.safetensors.index.json"), index)
+    dtype_name = str(dtype or params["decoder.final_layernorm.weight"].dtype).replace("torch.", "")
     _write_json(os.path.join(out_dir, "config.json"),
-                hf_config_dict(arch, vocab, str(dtype or params["decoder.final_layernorm.weight"].dtype)
-                               .replace("torch.", "")))
+                hf_config if hf_config is not None else hf_config_dict(arch, vocab, dtype_name))
     _write_json(os.path.join(out_dir, IMAGE_SIDECAR), {
         "image_token_offset": vocab.image_token_offset, "num_image_tokens": vocab.num_image_tokens,
         "codebook_size": vocab.num_image_tokens, "vq_tokenizer": vocab.vq_tokenizer,
@@ -459,21 +581,47 @@ def _write_json(path: str, data) -> None:
 
 
 def megatron_to_hf(ckpt_dir: str, out_dir: str, tokenizer_dir: Optional[str] = None,
-                   dtype: Optional[str] = None) -> None:
-    """Any-layout model or trainer checkpoint -> HF directory. Parallel state must be TP=1/PP=1."""
+                   dtype: Optional[str] = None, notify: Optional[Callable[[str], None]] = None) -> None:
+    """Any-layout model or trainer checkpoint -> HF directory. Parallel state must be TP=1/PP=1.
+
+    The recorded config.json is written back; the shards take its dtype unless ``dtype`` (fp32/bf16/fp16) is given.
+    """
     from liquid_train.models.builder import VocabRows, build_gpt_model
 
+    notify = notify or logger.warning
     arch, vocab = read_model_sidecar(ckpt_dir)
+    original = recorded_hf_config(ckpt_dir)
+    if original is not None:
+        try:
+            recorded = ModelArch.from_hf_config(original).math()
+        except HFConfigError as exc:
+            raise ConversionError(f"{os.path.join(ckpt_dir, MODEL_SIDECAR)}: recorded hf_config: {exc}") from None
+        for key, value in arch.math().items():
+            if recorded[key] != value:
+                raise ConversionError(f"{os.path.join(ckpt_dir, MODEL_SIDECAR)}: arch {key}={value!r} but the "
+                                      f"recorded config.json says {recorded[key]!r}; the sidecar was edited")
+    else:
+        notify(f"{ckpt_dir}: no imported config.json recorded; writing one generated from the architecture")
     padded = _checkpoint_vocab_rows(ckpt_dir)
     model = build_gpt_model(arch, VocabRows(vocab.vocab_size, padded or vocab.padded_vocab_size(1)), "fp32")
     load_model_checkpoint(model, ckpt_dir)
-    tok_src = tokenizer_dir or next((d for d in (os.path.join(ckpt_dir, TOKENIZER_SUBDIR),
-                                                 os.path.join(os.path.dirname(os.path.dirname(ckpt_dir.rstrip("/"))),
-                                                              TOKENIZER_SUBDIR))
-                                     if os.path.isdir(d)), None)
+    if tokenizer_dir is not None and find_tokenizer_dir(tokenizer_dir) is None:
+        raise ConversionError(f"{tokenizer_dir}: no tokenizer files ({', '.join(TOKENIZER_FILES)})")
+    run_dir = os.path.dirname(os.path.dirname(ckpt_dir.rstrip("/")))
+    tok_src = find_tokenizer_dir(tokenizer_dir, os.path.join(ckpt_dir, TOKENIZER_SUBDIR),
+                                 os.path.join(run_dir, TOKENIZER_SUBDIR))
     tokenizer = _load_tokenizer(tok_src) if tok_src else None
+    if tokenizer is None:
+        notify(f"no tokenizer in {ckpt_dir} or its run directory: {out_dir} gets none; pass --tokenizer-dir DIR")
     torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, None: None}[dtype]
-    export_model_to_hf(model, arch, vocab, out_dir, tokenizer=tokenizer, dtype=torch_dtype)
+    config = None
+    if original is not None:
+        config = exported_hf_config(original, vocab, str(torch_dtype).replace("torch.", "") if torch_dtype else None)
+        torch_dtype = torch_dtype or recorded_dtype(original)
+    try:
+        export_model_to_hf(model, arch, vocab, out_dir, tokenizer=tokenizer, dtype=torch_dtype, hf_config=config)
+    except ValueError as exc:  # a tokenizer that does not take the planned special ids
+        raise ConversionError(f"{tok_src}: {exc}") from None
 
 
 def _checkpoint_vocab_rows(ckpt_dir: str) -> Optional[int]:

@@ -33,15 +33,22 @@ DEFAULT_NUM_IMAGE_TOKENS = 8192
 
 def special_token_ids(arch: ModelArch) -> List[int]:
     if arch.family in ("gemma", "gemma2"):
-        return [7, 8, 9]
-    if arch.family == "llama3.2":
-        return [arch.bos_token_id + 2, arch.bos_token_id + 3, arch.bos_token_id + 5]
-    if arch.family == "qwen2.5":
+        ids = [7, 8, 9]
+    elif arch.family == "llama3.2":
+        ids = [arch.bos_token_id + 2, arch.bos_token_id + 3, arch.bos_token_id + 5]
+    elif arch.family == "qwen2.5":
         n = arch.tokenizer_vocab_size or arch.vocab_size
         if n + 3 > arch.vocab_size:
-            raise ValueError(f"qwen2.5: no spare rows for <boi>/<eoi>/<unconditional> after tokenizer length {n}")
-        return [n, n + 1, n + 2]
-    raise ValueError(f"no vocabulary plan for family {arch.family!r}")
+            raise ValueError(f"qwen2.5: no spare embedding rows for <boi>/<eoi>/<unconditional> after the tokenizer's "
+                             f"{n} tokens (config vocab_size {arch.vocab_size}); the tokenizer's length decides where "
+                             "they go: give the tokenizer (--tokenizer DIR)")
+        ids = [n, n + 1, n + 2]
+    else:
+        raise ValueError(f"no vocabulary plan for family {arch.family!r}")
+    if max(ids) >= arch.vocab_size:
+        raise ValueError(f"{arch.family}: <boi>/<eoi>/<unconditional> would be ids {ids}, past config vocab_size "
+                         f"{arch.vocab_size}")
+    return ids
 
 
 def special_token_strings(arch: ModelArch) -> List[str]:
@@ -85,7 +92,7 @@ def extend_embedding(weight: torch.Tensor, arch: ModelArch, vocab: LiquidVocab, 
     mean, std = src.mean(0), src.std(0).mean()
     out = torch.zeros(padded_rows, weight.size(1), dtype=torch.float32)
     out[: weight.size(0)] = weight.float()
-    ids = torch.tensor(new_row_ids(arch, vocab))
+    ids = torch.tensor(new_row_ids(arch, vocab), dtype=torch.long)  # may be empty (no image tokens)
     gen = torch.Generator().manual_seed(seed)
     noise = torch.randn(len(ids), weight.size(1), generator=gen) * (noise_std * std)
     out[ids] = mean + noise

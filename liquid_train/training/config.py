@@ -49,9 +49,9 @@ class ConfigError(ValueError):
 class ModelConfig:
     family: str = "qwen2.5"
     """Model family key of ``liquid_train.models.families`` (qwen2.5, llama3.2, gemma2, gemma)."""
-    size: str = "tiny"
+    size: Optional[str] = "tiny"
     """Registry size of the family (``tiny``, ``0.5b``, ``7b``, ...): the architecture, or the base that ``arch``
-    overrides."""
+    overrides. ``null``: the architecture recorded in ``init_from`` (any imported HF shape)."""
     arch: Optional[Dict[str, Any]] = None
     """Inline architecture: ``ModelArch`` fields (hidden_size, num_layers, ...) that override the registry entry
     ``family``/``size``; ``arch.size`` names the result (default ``custom``)."""

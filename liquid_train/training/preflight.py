@@ -22,6 +22,7 @@ from liquid_train.models.families import ModelArch
 from liquid_train.models.fusions import resolve_fusions
 from liquid_train.models.options import BuildOptions
 from liquid_train.models.precision import check_fp8_config, fp8_available
+from liquid_train.models.sidecar import SidecarError
 from liquid_train.training.config import ConfigError, validate
 from liquid_train.vocab import TASK_NAMES, TASK_TEXT, LiquidVocab
 
@@ -133,11 +134,15 @@ def preflight(cfg, world_size: int) -> Preflight:
     validate(cfg, world_size)
     try:
         arch = arch_from_run_config(cfg.model)
+    except SidecarError as err:
+        _fail("model.init_from", str(err))
     except KeyError as err:
         message = str(err.args[0]) if err.args else str(err)
         _fail("model.size" if "size" in message else "model.family", message)
     except (TypeError, ValueError) as err:
-        _fail("model.arch", str(err).split(": ", 1)[-1])
+        message = str(err)
+        key = message.split("=", 1)[0].split(":", 1)[0] if message.startswith("model.") else "model.arch"
+        _fail(key, message.split(": ", 1)[-1] if message.startswith("model.") else message)
     p = cfg.parallel
     try:
         check_divisibility(arch, p.tensor_parallel, p.pipeline_parallel, p.virtual_pipeline_parallel)

@@ -27,6 +27,7 @@ import torch.distributed as dist
 from omegaconf import OmegaConf
 
 from liquid_train.atomic import atomic_write_text
+from liquid_train.models.sidecar import MODEL_SIDECAR, read_sidecar
 from liquid_train.training import checkpoint as ckpt
 from liquid_train.training.config import save_resolved, validate
 from liquid_train.training.flops import non_embedding_params, peak_tflops_per_device, training_flops_per_token
@@ -453,9 +454,11 @@ def default_model_provider(cfg, precision: Optional[str] = None) -> ModelProvide
     vocab = LiquidVocab.load(vocab_path(cfg))
     provider = builder.build(arch, vocab, builder.options_from_run_config(cfg))
     logger.info("model build: %s", provider.describe())
-    sidecar = {"family": cfg.model.family, "size": arch.size,
-               **{k: v for k, v in dataclasses.asdict(arch).items()
-                  if isinstance(v, (int, float, str, bool)) or v is None}}
+    sidecar = {"family": arch.family, "size": arch.size, "arch": arch.to_dict()}
+    if cfg.model.init_from and os.path.exists(os.path.join(cfg.model.init_from, MODEL_SIDECAR)):
+        hf_config = read_sidecar(cfg.model.init_from).get("hf_config")  # export writes back what was imported
+        if hf_config is not None:
+            sidecar["hf_config"] = hf_config
     return ModelProvider(provider=provider, vocab=vocab, arch=arch, sidecar=sidecar)
 
 
