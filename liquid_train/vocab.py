@@ -29,6 +29,12 @@ TASK_NAMES = ("text", "t2i", "i2t")
 TASK_PAD = -1
 
 
+def padded_rows(rows: int, tensor_parallel_size: int = 1, make_divisible_by: int = 128) -> int:
+    """Embedding rows after TP padding: ``rows`` rounded up to a multiple of ``make_divisible_by * TP``."""
+    multiple = make_divisible_by * tensor_parallel_size
+    return ((rows + multiple - 1) // multiple) * multiple
+
+
 @dataclass(frozen=True)
 class LiquidVocab:
     base_vocab_size: int
@@ -88,8 +94,7 @@ class LiquidVocab:
 
     def padded_vocab_size(self, tensor_parallel_size: int = 1, make_divisible_by: int = 128) -> int:
         """Rows of the embedding/output layer: ``vocab_size`` rounded up so every TP rank holds an equal slice."""
-        multiple = make_divisible_by * tensor_parallel_size
-        return ((self.vocab_size + multiple - 1) // multiple) * multiple
+        return padded_rows(self.vocab_size, tensor_parallel_size, make_divisible_by)
 
     # --- persistence -------------------------------------------------------------------------------------------
     FILENAME = "liquid_vocab.json"

@@ -70,33 +70,35 @@ class _CoreAttentionBase(MegatronModule):
         self.dropout_p = config.attention_dropout if attention_dropout is None else attention_dropout
 
 
-def _expand_groups(x: torch.Tensor, heads: int) -> torch.Tensor:
-    """[b, groups, s, d] -> [b, heads, s, d] (GQA: each key/value head serves heads/groups query heads)."""
-    groups = x.size(1)
-    return x if groups == heads else x.repeat_interleave(heads // groups, dim=1)
-
-
 class LocalCoreAttention(_CoreAttentionBase):
     """Exact attention, one packed segment at a time (see the module docstring)."""
 
     def _attend(self, q, k, v, allowed: Optional[torch.Tensor]) -> torch.Tensor:
-        """q [b, np, sq, d], k/v [b, ng, sk, d]; ``allowed`` broadcastable to [b, np, sq, sk] (None = causal)."""
-        k, v = _expand_groups(k, self.heads), _expand_groups(v, self.heads)
+        """q [b, np, sq, d], k/v [b, ng, sk, d]; ``allowed`` broadcastable to [b, np, sq, sk] (None = causal).
+        Grouped-query attention without copying K/V per query head (SDPA's ``enable_gqa``; a broadcast group
+        dimension on the soft-capping path)."""
         dropout = self.dropout_p if self.training else 0.0
+        gqa = self.heads != self.groups
         if self.softcap is None:
             if allowed is None:
-                return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale, dropout_p=dropout)
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=self.scale, dropout_p=dropout)
-        scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * self.scale
+                return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale, dropout_p=dropout,
+                                                      enable_gqa=gqa)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=self.scale, dropout_p=dropout,
+                                                  enable_gqa=gqa)
+        b, heads, sq, d = q.shape
+        groups, sk = k.size(1), k.size(2)
+        qg = q.float().reshape(b, groups, heads // groups, sq, d)  # [b, g, r, sq, d]
+        scores = torch.matmul(qg, k.float().unsqueeze(2).transpose(-1, -2)) * self.scale  # [b, g, r, sq, sk]
         scores = torch.tanh(scores / self.softcap) * self.softcap
         if allowed is None:
-            sq, sk = scores.shape[-2:]
             allowed = _causal_window(sq, sk, None, scores.device)
+        elif allowed.dim() == 4:
+            allowed = allowed.unsqueeze(2)  # broadcast over the heads of a group as over the heads
         scores = scores.masked_fill(~allowed, float("-inf"))
         probs = torch.softmax(scores, dim=-1).to(v.dtype)
         if dropout:
             probs = F.dropout(probs, dropout)
-        return torch.matmul(probs, v)
+        return torch.matmul(probs, v.unsqueeze(2)).reshape(b, heads, sq, d)
 
     def forward(self, query, key, value, attention_mask, attn_mask_type=None, attention_bias=None,
                 packed_seq_params=None):

@@ -22,7 +22,7 @@ from liquid_train.models.families import ModelArch
 def hf_inv_freq(arch: ModelArch) -> torch.Tensor:
     """float32 ``[head_dim // 2]`` inverse frequencies; the same operations, in the same order, as transformers."""
     dim = arch.head_dim
-    exponents = torch.arange(0, dim, 2, dtype=torch.int64).to(dtype=torch.float32) / dim
+    exponents = torch.arange(0, dim, 2, dtype=torch.int64, device="cpu").to(dtype=torch.float32) / dim
     inv_freq = 1.0 / (arch.rope_theta ** exponents)
     if arch.rope_type == "default":
         return inv_freq

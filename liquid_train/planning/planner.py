@@ -1,36 +1,28 @@
 """Memory and throughput model for one (architecture, parallel layout, cluster) choice.
 
 WHY: a 32B run that OOMs after a 20-minute queue wait and a 2-hour warm-up is the expensive way to learn a layout
-does not fit. The planner computes, per GPU of the busiest pipeline stage:
-
-* weights (bf16, 2 B/param), gradients (fp32 main grads, 4 B/param) and Adam state (fp32 master + m + v,
-  12 B/param) sharded over data-parallel ranks by the distributed optimizer (Megatron: 6 + 12/DP bytes/param);
-* activations by Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer Models"):
-  per layer ``s*b*h*(34 + 5*a*s/h)`` bytes for an MHA, 4h-GELU, dropout layer, divided by TP with sequence
-  parallelism; we use the same term-by-term breakdown generalised to GQA, gated MLPs and no dropout. Selective
-  recompute drops the ``a*s^2`` terms; full recompute keeps only each layer's input (``2*s*b*h/TP``) plus one
-  layer's working set. The first pipeline stage holds PP micro-batches in flight (1F1B), times
-  ``1 + (PP-1)/(PP*VPP)`` with interleaving;
-* the output layer's fp32 logits for the vocab-parallel cross entropy (large for 152k-256k vocabularies).
-
-FLOPs per token follow Megatron's convention (Narayanan et al. 2021): 6 x (matmul params incl. output layer)
-+ 12 * L * s * (heads*head_dim) for attention scores and values (no causal discount), x 4/3 under full recompute
-for hardware FLOPs. MFU is always relative to the dense BF16 peak.
+does not fit. The planner adds up, per GPU of the busiest pipeline stage, the numbers of
+:mod:`liquid_train.accounting` (the one home of parameter counts, FLOPs, activation and state memory and GPU peaks):
+weights, fp32 gradients and Adam state (sharded over data-parallel ranks by the distributed optimizer); activations
+per layer times the micro-batches in flight (1F1B: PP on the first stage, times ``1 + (PP-1)/(PP*VPP)`` with
+interleaving), divided by TP with sequence parallelism, with selective / full recompute; and the last stage's
+logits. Throughput is the assumed MFU times the GPU's dense peak over the model FLOPs per token.
 """
 from __future__ import annotations
 
+import dataclasses
+import itertools
+import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
-GiB = 1024 ** 3
+from omegaconf import OmegaConf
 
-GPU_SPECS: Dict[str, Dict[str, float]] = {
-    # memory in bytes (nvidia-smi total), dense peaks in FLOP/s (anchors.md)
-    "h100-80gb": {"memory": 79.6 * GiB, "bf16_peak": 989e12, "fp8_peak": 1979e12},
-    "h200-141gb": {"memory": 139.8 * GiB, "bf16_peak": 989e12, "fp8_peak": 1979e12},
-    "a100-80gb": {"memory": 79.2 * GiB, "bf16_peak": 312e12, "fp8_peak": 312e12},
-}
-
+from liquid_train.accounting import (GPU_SPECS, GiB, Kernels, activation_bytes_per_layer, count_params, flops_per_token,
+                                     logits_bytes, peak_flops, state_bytes_per_param)
+from liquid_train.models.families import ModelArch, get_model_arch
+from liquid_train.models.vocab_extension import plan_vocab
+from liquid_train.vocab import padded_rows
 
 @dataclass
 class Layout:
@@ -42,7 +34,9 @@ class Layout:
     global_batch_size: int = 1024
     seq_length: int = 2048
     recompute: str = "selective"  # none | selective | full
-    fp8: bool = False
+    precision: str = "bf16"  # bf16 | fp8 | fp32 (fp8 keeps bf16 weights: same memory as bf16)
+    kernels: Kernels = field(default_factory=Kernels)
+    """What the kernels keep for backward (``accounting.kernels_of`` of the built model; default: GPU kernels)."""
     sequence_parallel: bool = True
     use_distributed_optimizer: bool = True
     nodes: int = 1
@@ -58,81 +52,6 @@ class Layout:
     @property
     def data_parallel(self) -> int:
         return self.world_size // (self.tensor_parallel * self.pipeline_parallel)
-
-
-@dataclass
-class ParamCounts:
-    embedding: int
-    output: int  # 0 when tied
-    per_layer: int
-    final_norm: int
-    num_layers: int
-
-    @property
-    def non_embedding(self) -> int:
-        return self.per_layer * self.num_layers + self.final_norm
-
-    @property
-    def total(self) -> int:
-        return self.embedding + self.output + self.non_embedding
-
-
-def _arch_get(arch, name, default=None):
-    return getattr(arch, name, default)
-
-
-def count_params(arch, vocab_rows: Optional[int] = None) -> ParamCounts:
-    """Exact parameter count of a decoder from its registry ``ModelArch`` (HF convention: tied output counted once)."""
-    h, L, f = arch.hidden_size, arch.num_layers, arch.ffn_hidden_size
-    d = arch.head_dim or h // arch.num_attention_heads
-    q, kv = arch.num_attention_heads * d, arch.num_query_groups * d
-    attn = h * q + 2 * h * kv + q * h + (q + 2 * kv if arch.qkv_bias else 0)
-    mlp = (3 if arch.activation in ("swiglu", "geglu") else 2) * h * f
-    norms = (4 if arch.post_norms else 2) * h
-    rows = vocab_rows if vocab_rows is not None else arch.vocab_size
-    emb = rows * h
-    return ParamCounts(embedding=emb, output=0 if arch.tie_embeddings else emb, per_layer=attn + mlp + norms,
-                       final_norm=h, num_layers=L)
-
-
-def flops_per_token(arch, seq_length: int, vocab_rows: int, full_recompute: bool = False) -> Dict[str, float]:
-    """Training FLOPs per token: model FLOPs (for MFU) and hardware FLOPs (incl. recompute)."""
-    pc = count_params(arch, vocab_rows)
-    d = arch.head_dim or arch.hidden_size // arch.num_attention_heads
-    matmul = pc.non_embedding - pc.final_norm - pc.num_layers * ((4 if arch.post_norms else 2) * arch.hidden_size)
-    dense = 6 * (matmul + vocab_rows * arch.hidden_size)
-    attention = 12 * arch.num_layers * seq_length * arch.num_attention_heads * d
-    model = dense + attention
-    hardware = model * (4 / 3 if full_recompute else 1.0)
-    return {"model": float(model), "hardware": float(hardware), "dense": float(dense), "attention": float(attention)}
-
-
-def activation_bytes_per_layer(s: int, b: int, h: int, a: int, *, head_dim: Optional[int] = None,
-                               kv_heads: Optional[int] = None, ffn: Optional[int] = None, gated: bool = False,
-                               dropout: bool = False, tp: int = 1, sequence_parallel: bool = True,
-                               recompute: str = "none") -> float:
-    """Korthikanti et al. 2022, term by term (bf16 activations, 1-byte dropout masks).
-
-    With ``kv_heads=a``, ``ffn=4h``, ``gated=False``, ``dropout=True``, ``tp=1`` this is exactly
-    ``s*b*h*(34 + 5*a*s/h)``.
-    """
-    d = head_dim or h // a
-    g = kv_heads or a
-    f = ffn or 4 * h
-    q_w, kv_w = a * d, g * d
-    sbh = s * b * h
-    # Inputs of QKV and fc1, the two norms' inputs and the two dropout masks live in the sequence-parallel region
-    # (replicated across TP ranks without sequence parallelism); everything else is split over heads / ffn columns.
-    seq_region = 2 * sbh + 2 * sbh + 2 * 2 * sbh + (2 * sbh if dropout else 0)
-    # attention: Q and K for the scores, V for the context, context -> output projection
-    head_region = 2 * s * b * q_w + 2 * 2 * s * b * kv_w + 2 * s * b * q_w
-    # MLP: fc1 output(s) kept for the activation's backward, activation output (fc2 input)
-    head_region += (2 * 2 * s * b * f if gated else 2 * s * b * f) + 2 * s * b * f
-    attn_quadratic = (5 if dropout else 2) * a * s * s * b  # softmax out (2), dropout mask (1) + out (2)
-    if recompute == "full":
-        return 2 * sbh / (tp if sequence_parallel else 1)
-    quad = 0 if recompute == "selective" else attn_quadratic
-    return (head_region + quad) / tp + seq_region / (tp if sequence_parallel else 1)
 
 
 @dataclass
@@ -157,7 +76,7 @@ class PlanResult:
             f"({self.params_non_embedding / 1e9:.3f}B non-embedding), vocab rows {self.vocab_rows}",
             f"layout: {lo.nodes}x{lo.gpus_per_node} {lo.gpu}, TP{lo.tensor_parallel} PP{lo.pipeline_parallel}"
             f" VPP{lo.virtual_pipeline_parallel or 1} DP{lo.data_parallel}, mbs {lo.micro_batch_size},"
-            f" gbs {lo.global_batch_size}, seq {lo.seq_length}, recompute {lo.recompute}, fp8 {lo.fp8}",
+            f" gbs {lo.global_batch_size}, seq {lo.seq_length}, recompute {lo.recompute}, {lo.precision}",
             "per-GPU memory (GiB, busiest stage): " + ", ".join(f"{k} {v:.2f}" for k, v in self.memory_gib.items()),
             f"FLOPs/token: model {self.flops_per_token['model']:.3e}, hardware {self.flops_per_token['hardware']:.3e}",
             f"throughput at MFU {lo.assumed_mfu:.2f}: {self.tokens_per_s_per_gpu:,.0f} tokens/s/GPU, "
@@ -176,8 +95,7 @@ def plan(arch, layout: Layout, vocab_rows: Optional[int] = None) -> PlanResult:
     if lo.gpu not in GPU_SPECS:
         raise ValueError(f"unknown gpu {lo.gpu!r}; known: {sorted(GPU_SPECS)}")
     rows = vocab_rows or arch.vocab_size
-    mult = 128 * tp
-    padded = (rows + mult - 1) // mult * mult
+    padded = padded_rows(rows, tp)
     pc = count_params(arch, padded)
     true_pc = count_params(arch, rows)
     if lo.world_size % (tp * pp):
@@ -198,24 +116,28 @@ def plan(arch, layout: Layout, vocab_rows: Optional[int] = None) -> PlanResult:
     out_stage = (pc.output if pc.output else (pc.embedding if pp > 1 else 0)) / tp  # last stage (tied copy if PP>1)
     stage_params = layers_per_stage * pc.per_layer / tp + max(emb_stage + (out_stage if pp == 1 else 0),
                                                              out_stage + pc.final_norm)
-    bytes_weights = 2.0 * stage_params
-    bytes_grads = 4.0 * stage_params
-    bytes_optim = 12.0 * stage_params / (dp if lo.use_distributed_optimizer else 1)
+    state = state_bytes_per_param(lo.precision, lo.use_distributed_optimizer, dp)
+    bytes_weights = state["weights"] * stage_params
+    bytes_grads = state["grads"] * stage_params
+    bytes_optim = state["optimizer"] * stage_params
+    value_bytes = 4 if lo.precision == "fp32" else 2
 
     s, b, h = lo.seq_length, lo.micro_batch_size, arch.hidden_size
     gated = arch.activation in ("swiglu", "geglu")
     act_layer = activation_bytes_per_layer(s, b, h, arch.num_attention_heads, head_dim=arch.head_dim,
                                            kv_heads=arch.num_query_groups, ffn=arch.ffn_hidden_size, gated=gated,
                                            dropout=False, tp=tp, sequence_parallel=lo.sequence_parallel and tp > 1,
-                                           recompute=lo.recompute)
+                                           recompute=lo.recompute, bytes_per_value=value_bytes,
+                                           post_norms=arch.post_norms, kernels=lo.kernels)
     in_flight = min(pp, num_micro) * (1 + (pp - 1) / (pp * vpp) if vpp > 1 else 1)
     act = act_layer * layers_per_stage * in_flight
     if lo.recompute == "full":  # one layer is re-materialised in full during its backward
         act += activation_bytes_per_layer(s, b, h, arch.num_attention_heads, head_dim=arch.head_dim,
                                           kv_heads=arch.num_query_groups, ffn=arch.ffn_hidden_size, gated=gated,
                                           tp=tp, sequence_parallel=lo.sequence_parallel and tp > 1,
-                                          recompute="selective")
-    logits = 4.0 * s * b * padded / tp * 2  # fp32 logits + their gradient on the last stage
+                                          recompute="selective", bytes_per_value=value_bytes,
+                                          post_norms=arch.post_norms, kernels=lo.kernels)
+    logits = logits_bytes(s, b, padded, tp, value_bytes, softcapped=arch.final_logit_softcap is not None)
     if pp == 1:
         act += logits
     else:
@@ -230,8 +152,62 @@ def plan(arch, layout: Layout, vocab_rows: Optional[int] = None) -> PlanResult:
                         f"{mem['grads']:.1f} + optimizer {mem['optimizer']:.1f} + activations "
                         f"{mem['activations']:.1f} + reserve {lo.reserve_gib:.1f}) > {mem['capacity']:.1f} GiB")
     fl = flops_per_token(arch, s, padded, full_recompute=lo.recompute == "full")
-    tps = lo.assumed_mfu * spec["bf16_peak"] / fl["model"]
+    tps = lo.assumed_mfu * peak_flops(lo.gpu, lo.precision) / fl["model"]
     return PlanResult(family=arch.family, size=arch.size, layout=lo, params_total=true_pc.total,
                       params_non_embedding=true_pc.non_embedding, vocab_rows=rows, memory_gib=mem,
                       flops_per_token=fl, tokens_per_s_per_gpu=tps, tokens_per_day=tps * lo.world_size * 86400,
                       fits=not problems, problems=problems)
+
+
+class PlanError(ValueError):
+    """A model config the planner cannot read; the message names the file and key."""
+
+
+def arch_and_rows(family: str, size: str, num_image_tokens: int = 8192) -> Tuple[ModelArch, int]:
+    """The registry architecture and its vocabulary rows after adding the image codes (and the specials)."""
+    arch = get_model_arch(family, size)
+    return arch, plan_vocab(arch, num_image_tokens).vocab_size
+
+
+def layout_from_config(path: str) -> Tuple[str, str, Layout]:
+    """(family, size, Layout) of a model config: its ``model`` / ``parallel`` / ``train`` / ``data`` keys, as the
+    trainer reads them (``model.precision``, ``model.recompute.granularity``), plus the cluster of ``plan``."""
+    if not os.path.exists(path):
+        raise PlanError(f"{path}: no such config")
+    cfg = OmegaConf.load(path)
+    model = cfg.get("model") or {}
+    if not model.get("family") or not model.get("size"):
+        raise PlanError(f"{path}: needs model.family and model.size")
+    par, train, cluster = cfg.get("parallel") or {}, cfg.get("train") or {}, cfg.get("plan") or {}
+    data = cfg.get("data") or {}
+    known = {"nodes", "gpus_per_node", "gpu", "assumed_mfu", "reserve_gib"}
+    bad = set(cluster.keys()) - known
+    if bad:
+        raise PlanError(f"{path}: unknown plan keys {sorted(bad)}; known: {sorted(known)} (precision and recompute "
+                        f"are model.precision and model.recompute.granularity)")
+    recompute = (model.get("recompute") or {}).get("granularity", "none")
+    precision = model.get("precision", "bf16")
+    lo = Layout(tensor_parallel=par.get("tensor_parallel", 1), pipeline_parallel=par.get("pipeline_parallel", 1),
+                virtual_pipeline_parallel=par.get("virtual_pipeline_parallel", None),
+                sequence_parallel=bool(par.get("sequence_parallel", True)),
+                use_distributed_optimizer=bool(par.get("use_distributed_optimizer", True)),
+                micro_batch_size=train.get("micro_batch_size", 1),
+                global_batch_size=train.get("global_batch_size", 1024),
+                seq_length=data.get("seq_length", 2048), recompute=recompute,
+                precision="bf16" if precision == "auto" else precision, **OmegaConf.to_container(cluster))
+    return str(model.family), str(model.size), lo
+
+
+def search(arch: ModelArch, rows: int, base: Layout) -> Optional[PlanResult]:
+    """Least model parallelism first (TP, then PP), then the largest micro-batch, then the least recompute."""
+    for tp, pp in sorted(itertools.product([1, 2, 4, 8], [1, 2, 4, 8, 16]), key=lambda x: (x[0] * x[1], x[1])):
+        for recompute in ("none", "selective", "full"):
+            for mbs in (8, 4, 2, 1):
+                lo = dataclasses.replace(base, tensor_parallel=tp, pipeline_parallel=pp, micro_batch_size=mbs,
+                                         recompute=recompute, virtual_pipeline_parallel=None)
+                if pp > 1 and arch.num_layers % (pp * 2) == 0 and pp < arch.num_layers:
+                    lo = dataclasses.replace(lo, virtual_pipeline_parallel=2)
+                result = plan(arch, lo, rows)
+                if result.fits:
+                    return result
+    return None

@@ -26,11 +26,11 @@ import torch
 import torch.distributed as dist
 from omegaconf import OmegaConf
 
+from liquid_train.accounting import count_params, device_peak_tflops, training_flops_per_token
 from liquid_train.atomic import atomic_write_text
 from liquid_train.models.sidecar import MODEL_SIDECAR, read_sidecar
 from liquid_train.training import checkpoint as ckpt
 from liquid_train.training.config import save_resolved, validate
-from liquid_train.training.flops import non_embedding_params, peak_tflops_per_device, training_flops_per_token
 from liquid_train.training.loss import STAT_NAMES, liquid_loss, summarize
 from liquid_train.training.metrics import MetricsLogger
 from liquid_train.training.optim import build_optimizer, build_scheduler, wrap_ddp
@@ -54,8 +54,8 @@ class ModelProvider:
     """``provider(pre_process, post_process, vp_stage=None) -> GPTModel``."""
     vocab: Any
     """``LiquidVocab``."""
-    arch: Any = None
-    """Family architecture (for validation and the sidecar); optional."""
+    arch: Any
+    """The ``ModelArch`` (parameter and FLOPs accounting, the sidecar)."""
     sidecar: Optional[Dict] = None
     """Contents of ``liquid_model.json`` written next to each checkpoint."""
 
@@ -140,12 +140,11 @@ class Trainer:
         self.skipped_steps = 0
         self.consecutive_nan = 0
 
-        mcfg = _unwrap(self.model[0]).config
         self.vocab = model.vocab
         self.padded_vocab = self._padded_vocab_size()
-        self.flops_per_token = training_flops_per_token(mcfg, data.seq_length, self.padded_vocab)
-        self.peak_tflops = peak_tflops_per_device(self.precision, cfg.logging.peak_tflops)
-        self.num_params = non_embedding_params(mcfg)
+        self.flops_per_token = training_flops_per_token(model.arch, data.seq_length, self.padded_vocab)
+        self.peak_tflops = device_peak_tflops(self.precision, cfg.logging.peak_tflops)
+        self.num_params = count_params(model.arch).non_embedding
         self.ckpt = ckpt.CheckpointManager(self.ckpt_dir, cfg.checkpoint.keep_last, cfg.checkpoint.async_save)
 
     # --- setup ------------------------------------------------------------------------------------------------
