@@ -9,6 +9,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from .atomic import atomic_path
 from .shards import finished_shards, iter_shard, read_sidecar
 
 
@@ -95,11 +96,9 @@ def render_grid(images: np.ndarray, captions: List[str], out_png: str, cols: int
         ax.imshow(((images[i].transpose(1, 2, 0) + 1) * 127.5).clip(0, 255).astype(np.uint8))
         ax.set_title("\n".join(textwrap.wrap(captions[i], 34)[:3]), fontsize=8)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
-    tmp = out_png + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, out_png)
     return out_png
 
 
