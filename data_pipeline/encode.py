@@ -115,9 +115,16 @@ class UnitBatches(IterableDataset):
 
 
 def _resolve_device(name: str, local_rank: int) -> torch.device:
+    """``auto``: this process's GPU (local rank; modulo the visible GPUs, for clusters that give each task only
+    its own GPU as cuda:0), else the CPU."""
     if name == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    return torch.device(name)
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device(f"cuda:{local_rank % torch.cuda.device_count()}")
+    try:
+        return torch.device(name)
+    except RuntimeError as e:
+        raise DataError(f"--device {name}: {e}; use auto, cpu, cuda or cuda:N") from None
 
 
 def write_summary(out_dir: str, run_stats: Optional[Dict] = None) -> Dict:
