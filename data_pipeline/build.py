@@ -197,10 +197,11 @@ def _expand(inputs: Sequence[str]) -> List[str]:
     import glob
     files = []
     for spec in inputs:
-        if os.path.isdir(spec):
+        if os.path.isdir(spec):  # (never our own <prefix>.meta.json files)
             for suffix in TEXT_SUFFIXES:
                 for z in ("", ".zst"):
-                    files += glob.glob(os.path.join(spec, "**", f"*{suffix}{z}"), recursive=True)
+                    files += [f for f in glob.glob(os.path.join(spec, "**", f"*{suffix}{z}"), recursive=True)
+                              if not f.endswith(".meta.json")]
         elif any(c in spec for c in "*?["):
             files += glob.glob(spec, recursive=True)
         elif os.path.isfile(spec):

@@ -135,7 +135,7 @@ def write_summary(out_dir: str, run_stats: Optional[Dict] = None) -> Dict:
     """
     with open(os.path.join(out_dir, SETTINGS_FILE)) as f:
         settings = json.load(f)
-    shards = None
+    shards, summary = None, {}
     while True:
         listed = finished_shards(out_dir)
         if listed == shards:
