@@ -19,7 +19,8 @@
 #   (it refuses an unfinished encode).
 # Every #SBATCH line can be overridden on the sbatch command line, e.g. CPU nodes:
 #   sbatch --gpus-per-node=0 --ntasks-per-node=2 --cpus-per-task=8 launch/encode.sh ... --device cpu
-# Tested for real by tests/test_slurm_launch.py (slurmctld + slurmd on localhost: 2 ranks, resume, build).
+# Tested for real by tests/test_slurm_launch.py (slurmctld + slurmd on localhost: 2 ranks, resume, USR1 requeue,
+# build).
 #SBATCH --job-name=liquid-encode
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=8

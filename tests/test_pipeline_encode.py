@@ -197,16 +197,17 @@ class Slow:
         time.sleep(0.15)
         return tok.encode_uint8(x)
 run_encode(EncodeConfig(inputs=[sys.argv[1]], output_dir=sys.argv[2], vq_tokenizer="chameleon-vqgan-tiny",
-           preprocess=PreprocessConfig(resolution=64), batch_size=2, num_workers=0, rows_per_shard=5,
+           preprocess=PreprocessConfig(resolution=64), batch_size=2, num_workers=int(sys.argv[3]), rows_per_shard=5,
            device="cpu", progress=False, threads=1), tokenizer=Slow())
 """
 
 
-def test_sigkilled_encode_resumed_by_cli_is_identical(inputs, tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_sigkilled_encode_resumed_by_cli_is_identical(inputs, tmp_path, workers):
     run_encode(_cfg(inputs, tmp_path / "ref"))
     out = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(inputs), str(out)], env=env,
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(inputs), str(out), str(workers)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     try:
@@ -225,7 +226,8 @@ def test_sigkilled_encode_resumed_by_cli_is_identical(inputs, tmp_path):
     assert len(finished_shards(str(out))) < 7
     from data_pipeline.__main__ import main
     rc = main(["encode", str(inputs), "-o", str(out), "--vq", "chameleon-vqgan-tiny", "--resolution", "64",
-               "--batch-size", "4", "--num-workers", "0", "--rows-per-shard", "5", "--device", "cpu", "--no-progress"])
+               "--batch-size", "4", "--num-workers", str(workers), "--rows-per-shard", "5", "--device", "cpu",
+               "--no-progress"])
     assert rc == 0
     assert not list(out.glob("*.partial"))
     names = _all_files(tmp_path / "ref")
