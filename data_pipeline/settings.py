@@ -7,6 +7,8 @@ everything that changes what a shard holds, and a rerun that differs stops with 
 file, before anything is written. ``--force`` leaves that output alone and starts a new one next to it, named by
 the hash of the new settings (``<out>-<hash8>``), so rerunning the same forced command resumes that new output.
 
+Also here: :func:`check_output_dir`, whether an output directory can be used at all (checked before any work).
+
 Not recorded, because they do not change any shard's bytes: batch size, workers, threads, rank / world size (units
 are split by index), ``--max-units``, progress.
 """
@@ -115,15 +117,15 @@ def record_settings(out_dir: str, settings: Dict) -> None:
         atomic_write_json(settings_path(out_dir), settings)
 
 
-def check_output_dir(out_dir: str) -> None:
+def check_output_dir(out_dir: str, flag: str = "-o") -> None:
     """The output directory can be used: a directory, or creatable, and writable. Creates nothing."""
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise DataError(f"-o {out_dir}: is a file; pass a directory for the shards")
+        raise DataError(f"{flag} {out_dir}: is a file; pass a directory")
     probe = os.path.abspath(out_dir)
     while not os.path.exists(probe):
         probe = os.path.dirname(probe)
     if not os.path.isdir(probe):
-        raise DataError(f"-o {out_dir}: cannot create it, {probe} is a file")
+        raise DataError(f"{flag} {out_dir}: cannot create it, {probe} is a file")
     if not os.access(probe, os.W_OK | os.X_OK):
         what = "is not writable" if probe == os.path.abspath(out_dir) else f"cannot be created in {probe} (not writable)"
-        raise DataError(f"-o {out_dir}: {what}; choose a writable directory")
+        raise DataError(f"{flag} {out_dir}: {what}; choose a writable directory")

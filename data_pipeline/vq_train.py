@@ -43,6 +43,7 @@ from data_pipeline.errors import DataError
 from data_pipeline.preprocess import PreprocessConfig, Rejected, decode_image, preprocess_image
 from data_pipeline.readers import IMAGE_EXTS
 from data_pipeline.rgb import to_rgb, upright
+from data_pipeline.settings import check_output_dir
 from data_pipeline.threads import available_cores, set_threads
 from data_pipeline.vq.checkpoint import save_vqgan
 from data_pipeline.vq.model import VQGANConfig, VQModel
@@ -297,8 +298,7 @@ def main(argv=None) -> int:
         resolution = args.resolution or int(REGISTRY[args.vq].params.get("resolution", VQGANConfig.resolution))
         if resolution < 1 or args.steps < 1 or args.batch_size < 1:
             raise DataError("--resolution, --steps and --batch-size must be >= 1")
-        if os.path.exists(args.out) and not os.path.isdir(args.out):
-            raise DataError(f"--out {args.out}: is a file; pass a directory for vqgan.ckpt + vqgan.yaml")
+        check_output_dir(args.out, "--out")  # before the training, not when saving after it
         set_threads(args.threads or available_cores())
         tars = _tar_list(args.images)
         say(f"[vq_train] loading images from {len(tars)} tar(s) at {resolution}px")

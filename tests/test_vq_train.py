@@ -76,9 +76,12 @@ def test_progress_reaches_a_redirected_log_while_running(mixed, tmp_path):
         log.close()
 
 
-def test_cli_errors_are_one_line(tmp_path):
+def test_cli_errors_are_one_line(mixed, tmp_path):
     p = subprocess.run(_cmd(tmp_path / "missing.tar", tmp_path / "vq"), env=ENV, capture_output=True, text=True,
                        timeout=120)
     assert p.returncode == 2 and p.stderr.strip() == f"vq_train: --images {tmp_path / 'missing.tar'}: no such file " \
                                                      "or directory"
     assert not (tmp_path / "vq").exists()
+    (tmp_path / "file").write_text("x")
+    p = subprocess.run(_cmd(mixed, tmp_path / "file"), env=ENV, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and p.stderr.strip() == f"vq_train: --out {tmp_path / 'file'}: is a file; pass a directory"
