@@ -1,4 +1,7 @@
-"""``python -m data_pipeline {encode,build,inspect}`` (console script ``liquid-data``)."""
+"""``python -m data_pipeline {encode,build,inspect}`` (console script ``liquid-data``).
+
+Bad input, output or settings end in one line on stderr and exit status 2 (``errors.DataError``), never a traceback.
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,6 +9,8 @@ import json
 import logging
 import sys
 from typing import List, Optional
+
+from .errors import DataError
 
 
 def _add_encode(sub):
@@ -27,6 +32,10 @@ def _add_encode(sub):
     p.add_argument("--rank", type=int, default=None, help="override torchrun/SLURM rank detection")
     p.add_argument("--world-size", type=int, default=None)
     p.add_argument("--max-units", type=int, default=None, help="stop after this many shards (smoke runs)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads of the encoder and of each worker (default: cores // (workers + 1))")
+    p.add_argument("--force", action="store_true",
+                   help="if -o holds an output made with other settings, start a new output next to it")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -36,8 +45,9 @@ def _add_build(sub):
     p.add_argument("inputs", nargs="+", help="pairs: the shard directory; text: jsonl/parquet/txt files (.zst ok)")
     p.add_argument("-t", "--tokenizer", required=True, help="local HF tokenizer directory of the base model")
     p.add_argument("-o", "--output-prefix", required=True, help="writes <prefix>.bin/.idx/.meta.json")
-    p.add_argument("--text-key", default="text")
+    p.add_argument("--text-key", default="text", help="text: the field/column holding the document (StarCoder: content)")
     p.add_argument("--txt-mode", default="line", choices=["line", "file"], help=".txt: one doc per line or per file")
+    p.add_argument("--allow-incomplete", action="store_true", help="pairs: build from an unfinished encode")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -58,6 +68,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     _add_inspect(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return _run(parser, args)
+    except DataError as e:
+        print(f"liquid-data {args.command}: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(parser, args) -> int:
     if args.command == "encode":
         from .encode import EncodeConfig, run_encode
         from .preprocess import PreprocessConfig
@@ -68,18 +86,24 @@ def main(argv: Optional[List[str]] = None) -> int:
                                         jpeg_draft=args.jpeg_draft),
             batch_size=args.batch_size, num_workers=args.num_workers, rows_per_shard=args.rows_per_shard,
             image_root=args.image_root, device=args.device, dtype=args.dtype, rank=args.rank,
-            world_size=args.world_size, max_units=args.max_units, progress=not args.no_progress)
+            world_size=args.world_size, max_units=args.max_units, progress=not args.no_progress,
+            threads=args.threads, force=args.force)
+        for flag, value, low in (("--threads", args.threads, 1), ("--resolution", args.resolution, 1),
+                                 ("--batch-size", args.batch_size, 1), ("--num-workers", args.num_workers, 0)):
+            if value is not None and value < low:
+                raise DataError(f"{flag} must be >= {low}, got {value}")
         result = run_encode(cfg)
         s = result["summary"]
-        print(json.dumps({"this_run": result["run"], "read": s["read"], "written": s["written"],
-                          "rejected": s["rejected"], "complete": s["complete"]}, indent=1))
+        print(json.dumps({"this_run": result["run"], "output_dir": result["output_dir"], "read": s["read"],
+                          "written": s["written"], "rejected": s["rejected"], "complete": s["complete"]}, indent=1))
         return 0 if s["balanced"] else 1
     if args.command == "build":
         from .build import build_pairs, build_text
         if args.kind == "pairs":
             if len(args.inputs) != 1:
                 parser.error("build pairs takes exactly one shard directory")
-            meta = build_pairs(args.inputs[0], args.tokenizer, args.output_prefix, progress=not args.no_progress)
+            meta = build_pairs(args.inputs[0], args.tokenizer, args.output_prefix, progress=not args.no_progress,
+                               allow_incomplete=args.allow_incomplete)
         else:
             meta = build_text(args.inputs, args.tokenizer, args.output_prefix, args.text_key, args.txt_mode,
                               progress=not args.no_progress)

@@ -2,25 +2,30 @@
 
 ``pairs``: one document per image-text pair made of two sequences (caption tokens, then raw image codes), so
 text-to-image and image-to-text samples are two views of one copy of the data. ``text``: one sequence per document.
-Both int32, no bos/eos (templates add them). Written under temporary names and renamed, meta last.
+Both int32, no bos/eos (templates add them). Written under temporary names and renamed (``atomic.py``), meta last.
+``pairs`` refuses an unfinished encode (fewer finished shards than ``encode_settings.json`` plans) unless told.
 """
 from __future__ import annotations
 
+import json
 import os
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
-from .shards import atomic_write_json, finished_shards, iter_shard, read_sidecar
-from .text_sources import iter_text_documents
+from .atomic import AtomicFile, atomic_write_json
+from .errors import DataError
+from .settings import SETTINGS_FILE, settings_path
+from .shards import finished_shards, iter_shard, read_sidecar
+from .text_sources import TEXT_SUFFIXES, iter_text_documents
 
 
 def load_hf_tokenizer(path: str):
     """A local Hugging Face tokenizer directory (no network: the base model's tokenizer files)."""
     from transformers import AutoTokenizer
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"tokenizer directory {path!r} not found (pass the base model's local HF directory)")
+        raise DataError(f"-t {path}: tokenizer directory not found (pass the base model's local HF directory)")
     return AutoTokenizer.from_pretrained(path, local_files_only=True)
 
 
@@ -29,21 +34,20 @@ def _tokenize_batch(tokenizer, texts: List[str]) -> List[List[int]]:
 
 
 class _AtomicIndexedWriter:
-    """IndexedDatasetBuilder on ``<prefix>.tmp`` files, renamed onto ``<prefix>.bin/.idx`` by :meth:`finalize`."""
+    """IndexedDatasetBuilder on temp files, renamed onto ``<prefix>.bin/.idx`` by :meth:`finalize`."""
 
     def __init__(self, prefix: str):
         from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
-        self.prefix, self.tmp = prefix, f"{prefix}.tmp{os.getpid()}"
-        os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
-        self.builder = IndexedDatasetBuilder(self.tmp + ".bin", dtype=np.int32)
+        self.bin, self.idx = AtomicFile(prefix + ".bin"), AtomicFile(prefix + ".idx")
+        self.builder = IndexedDatasetBuilder(self.bin.tmp, dtype=np.int32)
 
     def add_document(self, seqs: Sequence[np.ndarray]) -> None:
         self.builder.add_document(np.concatenate(seqs).astype(np.int32), [len(s) for s in seqs])
 
     def finalize(self) -> None:
-        self.builder.finalize(self.tmp + ".idx")
-        os.replace(self.tmp + ".bin", self.prefix + ".bin")
-        os.replace(self.tmp + ".idx", self.prefix + ".idx")
+        self.builder.finalize(self.idx.tmp)
+        self.bin.commit()
+        self.idx.commit()
 
     def __enter__(self):
         return self
@@ -51,9 +55,8 @@ class _AtomicIndexedWriter:
     def __exit__(self, exc_type, exc, tb):
         if exc_type is not None:  # failed build: leave nothing behind that looks like data
             self.builder.data_file.close()
-            for suffix in (".bin", ".idx"):
-                if os.path.exists(self.tmp + suffix):
-                    os.unlink(self.tmp + suffix)
+            self.bin.abort()
+            self.idx.abort()
         return False
 
 
@@ -65,16 +68,30 @@ def _length_stats(lengths: List[int]) -> Dict:
             "p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95))}
 
 
+def _check_complete(shards_dir: str, done: int) -> None:
+    if not os.path.exists(settings_path(shards_dir)):
+        return  # an output from before settings were recorded: nothing says how many units it plans
+    with open(settings_path(shards_dir)) as f:
+        total = json.load(f)["units_total"]
+    if done < total:
+        raise DataError(f"{shards_dir}: encode is unfinished ({done} of {total} units have shards, see "
+                        f"{SETTINGS_FILE}); rerun the encode to finish it, or pass --allow-incomplete")
+
+
 def build_pairs(shards_dir: str, tokenizer_path: str, output_prefix: str, batch_size: int = 512,
-                progress: bool = True) -> Dict:
+                progress: bool = True, allow_incomplete: bool = False) -> Dict:
+    if not os.path.isdir(shards_dir):
+        raise DataError(f"{shards_dir}: no such directory (pass the output directory of encode)")
     shards = finished_shards(shards_dir)
     if not shards:
-        raise FileNotFoundError(f"{shards_dir}: no finished VQ shards (shard-*.tar with .json sidecar); run encode first")
+        raise DataError(f"{shards_dir}: no finished VQ shards (shard-*.tar with .json sidecar); run encode first")
+    if not allow_incomplete:
+        _check_complete(shards_dir, len(shards))
     tok = load_hf_tokenizer(tokenizer_path)
     sides = [read_sidecar(s) for s in shards]
     vq_names = sorted({s["vq_tokenizer"] for s in sides})
     if len(vq_names) != 1:
-        raise ValueError(f"{shards_dir}: shards come from different VQ tokenizers {vq_names}; build them separately")
+        raise DataError(f"{shards_dir}: shards come from different VQ tokenizers {vq_names}; build them separately")
     writer = _AtomicIndexedWriter(output_prefix)
     caption_lengths, image_lengths, skipped = [], [], {"empty_caption_tokens": 0}
     grid, max_code = None, -1
@@ -100,10 +117,10 @@ def build_pairs(shards_dir: str, tokenizer_path: str, output_prefix: str, batch_
                 if grid is None:
                     grid = list(codes.shape)
                 elif list(codes.shape) != grid:
-                    raise ValueError(f"{shard}: sample {sample['key']} has code grid {list(codes.shape)}, expected {grid}")
+                    raise DataError(f"{shard}: sample {sample['key']} has code grid {list(codes.shape)}, expected {grid}")
                 max_code = max(max_code, int(codes.max()))
                 if codes.min() < 0:
-                    raise ValueError(f"{shard}: sample {sample['key']} has negative codes")
+                    raise DataError(f"{shard}: sample {sample['key']} has negative codes")
                 pending.append(sample)
                 if len(pending) >= batch_size:
                     flush(pending)
@@ -112,7 +129,7 @@ def build_pairs(shards_dir: str, tokenizer_path: str, output_prefix: str, batch_
         flush(pending)
         bar.update(len(pending))
         if codebook_size is not None and max_code >= codebook_size:
-            raise ValueError(f"{shards_dir}: codes reach {max_code} but {vq_names[0]} has {codebook_size} codes")
+            raise DataError(f"{shards_dir}: codes reach {max_code} but {vq_names[0]} has {codebook_size} codes")
         writer.finalize()
     meta = {"kind": "pairs", "tokenizer": os.path.abspath(tokenizer_path), "num_documents": len(caption_lengths),
             "num_sequences": 2 * len(caption_lengths),
@@ -138,8 +155,8 @@ def _codebook_size(vq_name: str) -> Optional[int]:
 
 def build_text(inputs: Sequence[str], tokenizer_path: str, output_prefix: str, text_key: str = "text",
                txt_mode: str = "line", batch_size: int = 256, progress: bool = True) -> Dict:
-    tok = load_hf_tokenizer(tokenizer_path)
     files = sorted(_expand(inputs))
+    tok = load_hf_tokenizer(tokenizer_path)
     writer = _AtomicIndexedWriter(output_prefix)
     lengths, skipped = [], {"empty_documents": 0, "non_string": 0}
 
@@ -180,16 +197,17 @@ def _expand(inputs: Sequence[str]) -> List[str]:
     import glob
     files = []
     for spec in inputs:
-        if os.path.isdir(spec):
-            for suffix in (".jsonl", ".json", ".parquet", ".txt"):
+        if os.path.isdir(spec):  # (never our own <prefix>.meta.json files)
+            for suffix in TEXT_SUFFIXES:
                 for z in ("", ".zst"):
-                    files += glob.glob(os.path.join(spec, "**", f"*{suffix}{z}"), recursive=True)
+                    files += [f for f in glob.glob(os.path.join(spec, "**", f"*{suffix}{z}"), recursive=True)
+                              if not f.endswith(".meta.json")]
         elif any(c in spec for c in "*?["):
             files += glob.glob(spec, recursive=True)
         elif os.path.isfile(spec):
             files.append(spec)
         else:
-            raise FileNotFoundError(f"text input {spec!r} does not exist")
+            raise DataError(f"text input {spec}: no such file or directory")
     if not files:
-        raise FileNotFoundError(f"no text files found in {list(inputs)}")
+        raise DataError(f"text inputs {' '.join(inputs)}: no .jsonl/.json/.parquet/.txt files (optionally .zst) found")
     return sorted(set(os.path.abspath(f) for f in files))

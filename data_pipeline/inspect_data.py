@@ -9,13 +9,15 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from .atomic import atomic_path
+from .errors import DataError
 from .shards import finished_shards, iter_shard, read_sidecar
 
 
 def shard_stats(shards_dir: str, max_code_samples: int = 2000) -> Dict:
     shards = finished_shards(shards_dir)
     if not shards:
-        raise FileNotFoundError(f"{shards_dir}: no finished shards (shard-*.tar + .json)")
+        raise DataError(f"{shards_dir}: no finished shards (shard-*.tar + .json); run encode first")
     sides = [read_sidecar(s) for s in shards]
     rejected: Dict[str, int] = {}
     for s in sides:
@@ -66,7 +68,7 @@ def _dataset_samples(prefix: str, n: int) -> Tuple[List[Tuple[np.ndarray, str]],
     from .build import load_hf_tokenizer
     meta = json.load(open(prefix + ".meta.json"))
     if meta.get("kind") != "pairs":
-        raise ValueError(f"{prefix}: only 'pairs' datasets hold images (kind={meta.get('kind')!r})")
+        raise DataError(f"{prefix}: only 'pairs' datasets hold images (kind={meta.get('kind')!r}); pass -n 0")
     ds = IndexedDataset(prefix)
     tok = load_hf_tokenizer(meta["tokenizer"]) if os.path.isdir(meta.get("tokenizer", "")) else None
     h, w = meta["image_grid"]
@@ -95,11 +97,9 @@ def render_grid(images: np.ndarray, captions: List[str], out_png: str, cols: int
         ax.imshow(((images[i].transpose(1, 2, 0) + 1) * 127.5).clip(0, 255).astype(np.uint8))
         ax.set_title("\n".join(textwrap.wrap(captions[i], 34)[:3]), fontsize=8)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
-    tmp = out_png + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, out_png)
     return out_png
 
 
@@ -114,7 +114,7 @@ def inspect_path(path: str, num_samples: int = 0, out_png: Optional[str] = None,
         samples, meta = _dataset_samples(path, num_samples) if num_samples else ([], report["meta"])
         vq_name = vq or meta.get("vq_tokenizer")
     else:
-        raise FileNotFoundError(f"{path!r} is neither a shard directory nor an indexed dataset prefix (<prefix>.idx)")
+        raise DataError(f"{path}: neither a shard directory nor an indexed dataset prefix (<prefix>.idx)")
     if samples:
         import torch
         from .vq import load_vq_tokenizer

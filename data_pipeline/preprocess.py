@@ -1,6 +1,7 @@
 """Image preprocessing as Liquid's public code does it, plus the rejection reasons every input is accounted by.
 
-Generation inputs: reject aspect ratio > 2, resize the short side to the target (LANCZOS), center crop.
+First the decoded image is made upright 8-bit RGB (EXIF orientation, 16-bit and alpha modes: see ``rgb.py``). Then,
+generation inputs: reject aspect ratio > 2, resize the short side to the target (LANCZOS), center crop.
 Understanding-style inputs (``pad_to_square``): pad to a square with the mean colour (122,116,104), then resize.
 Resize and crop are one PIL call (``resize(..., box=crop_box)``): the same resampling of the same region, without
 resampling pixels that the crop throws away.
@@ -16,17 +17,21 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 from PIL import Image
 
+from .rgb import UNSUPPORTED_MODE, UnsupportedImage, exif_orientation, to_rgb, upright
+
 PAD_COLOR = (122, 116, 104)
 
 # Rejection reasons (keys of the summary's "rejected" counts).
 CORRUPT_IMAGE = "corrupt_image"
+EMPTY_FILE = "empty_file"
 TOO_SMALL = "too_small"
 BAD_ASPECT = "bad_aspect"
 MISSING_CAPTION = "missing_caption"
 MISSING_IMAGE = "missing_image"
 CORRUPT_RECORD = "corrupt_record"
 TRUNCATED_TAR = "truncated_tar"
-REASONS = (CORRUPT_IMAGE, TOO_SMALL, BAD_ASPECT, MISSING_CAPTION, MISSING_IMAGE, CORRUPT_RECORD, TRUNCATED_TAR)
+REASONS = (CORRUPT_IMAGE, EMPTY_FILE, UNSUPPORTED_MODE, TOO_SMALL, BAD_ASPECT, MISSING_CAPTION, MISSING_IMAGE,
+           CORRUPT_RECORD, TRUNCATED_TAR)
 
 
 class Rejected(Exception):
@@ -54,6 +59,8 @@ class PreprocessConfig:
 
 
 def decode_image(data: bytes, cfg: PreprocessConfig) -> Image.Image:
+    if len(data) == 0:
+        raise Rejected(EMPTY_FILE, "0 bytes")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -71,23 +78,18 @@ def _describe(e: Exception) -> str:
     return re.sub(r" at 0x[0-9a-fA-F]+", "", f"{type(e).__name__}: {e}")
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
-    if img.mode == "RGB":
-        return img
-    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
-        img = img.convert("RGBA")
-        background = Image.new("RGB", img.size, (255, 255, 255))
-        background.paste(img, mask=img.getchannel("A"))
-        return background
-    return img.convert("RGB")
-
-
 def preprocess_image(img: Image.Image, cfg: PreprocessConfig) -> Tuple[np.ndarray, Dict]:
     """PIL image -> (uint8 array [3, S, S], meta with ``orig_size`` [w, h] and ``crop_box`` [l, t, r, b]).
 
-    ``crop_box`` is in original-image pixels; with ``pad_to_square`` it extends past the image (negative / beyond
-    the size) by the padding.
+    ``orig_size`` and ``crop_box`` are in pixels of the upright image (EXIF orientation applied; ``exif_orientation``
+    is added to the meta when it was not 1); with ``pad_to_square`` the box extends past the image (negative /
+    beyond the size) by the padding.
     """
+    orientation = exif_orientation(img)
+    try:
+        img = upright(img)
+    except Exception as e:
+        raise Rejected(CORRUPT_IMAGE, _describe(e)) from None
     w, h = img.size
     if w == 0 or h == 0:
         raise Rejected(CORRUPT_IMAGE, f"empty image {w}x{h}")
@@ -96,7 +98,7 @@ def preprocess_image(img: Image.Image, cfg: PreprocessConfig) -> Tuple[np.ndarra
     if min(w, h) < cfg.effective_min_side:
         raise Rejected(TOO_SMALL, f"{w}x{h} short side < {cfg.effective_min_side}")
     try:
-        rgb = _to_rgb(img)
+        rgb = to_rgb(img)
         s = cfg.resolution
         if cfg.pad_to_square:
             side = max(w, h)
@@ -114,11 +116,14 @@ def preprocess_image(img: Image.Image, cfg: PreprocessConfig) -> Tuple[np.ndarra
             out = rgb.resize((s, s), Image.LANCZOS, box=tuple(box))
             box = [round(v, 2) for v in box]
         arr = np.asarray(out, dtype=np.uint8).transpose(2, 0, 1).copy()
-    except Rejected:
-        raise
+    except UnsupportedImage as e:
+        raise Rejected(UNSUPPORTED_MODE, f"mode {img.mode}: {e}") from None
     except Exception as e:  # truncated data surfacing only at convert/resize time
         raise Rejected(CORRUPT_IMAGE, _describe(e)) from None
-    return arr, {"orig_size": [w, h], "crop_box": box}
+    meta = {"orig_size": [w, h], "crop_box": box}
+    if orientation != 1:
+        meta["exif_orientation"] = orientation
+    return arr, meta
 
 
 def clean_caption(caption) -> str:

@@ -16,7 +16,8 @@ import tarfile
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Sequence
 
-from .preprocess import CORRUPT_RECORD, MISSING_IMAGE, TRUNCATED_TAR
+from .errors import DataError
+from .preprocess import CORRUPT_RECORD, EMPTY_FILE, MISSING_IMAGE, TRUNCATED_TAR
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 TABLE_EXTS = (".jsonl", ".parquet")
@@ -39,7 +40,8 @@ class WorkUnit:
 @dataclass
 class RawRecord:
     source: str
-    """Where the record came from (``tar#key`` or ``table:row``), stored in the output ``.json``."""
+    """Where the record came from, stored in the output ``.json``: ``tar#key``, ``table.jsonl:LINE`` (the 1-based
+    line number an editor shows) or ``table.parquet:ROW`` (1-based row)."""
     image_bytes: Optional[bytes] = None
     caption: Optional[str] = None
     extra: Dict = field(default_factory=dict)
@@ -59,12 +61,13 @@ def expand_inputs(inputs: Sequence[str]) -> List[str]:
         elif os.path.isfile(spec):
             files.add(spec)
         else:
-            raise FileNotFoundError(f"input {spec!r} does not exist (expected a .tar, .jsonl, .parquet, dir or glob)")
+            raise DataError(f"input {spec}: no such file or directory (expected a .tar, .jsonl, .parquet, dir or glob)")
     bad = sorted(f for f in files if not f.endswith((".tar",) + TABLE_EXTS))
     if bad:
-        raise ValueError(f"unsupported input files {bad[:5]}: expected webdataset .tar, .jsonl or .parquet")
+        raise DataError(f"input {bad[0]}: unsupported file type ({len(bad)} such files); expected webdataset .tar, "
+                        ".jsonl or .parquet")
     if not files:
-        raise FileNotFoundError(f"no input files found in {list(inputs)}")
+        raise DataError(f"inputs {' '.join(inputs)}: no .tar, .jsonl or .parquet files found")
     return sorted(os.path.abspath(f) for f in files)
 
 
@@ -82,7 +85,7 @@ def _count_parquet_rows(path: str) -> int:
     try:
         return pq.ParquetFile(path).metadata.num_rows
     except Exception as e:
-        raise ValueError(f"{path}: cannot read parquet metadata ({e}); fix or remove the file") from None
+        raise DataError(f"{path}: cannot read parquet metadata ({e}); fix or remove the file") from None
 
 
 def plan_units(files: Sequence[str], rows_per_shard: int = 10000, image_root: Optional[str] = None) -> List[WorkUnit]:
@@ -171,14 +174,21 @@ def _table_record(row: Dict, source: str, base_dir: str) -> RawRecord:
     if not isinstance(row, dict):
         return RawRecord(source, reject=CORRUPT_RECORD, reject_detail="row is not an object")
     image_path = row.get("image_path")
-    if not isinstance(image_path, str) or not image_path:
+    if image_path is None:
         return RawRecord(source, reject=CORRUPT_RECORD, reject_detail="no 'image_path' field")
+    if not isinstance(image_path, str):
+        return RawRecord(source, reject=CORRUPT_RECORD,
+                         reject_detail=f"'image_path' is {type(image_path).__name__}, not a path")
+    if not image_path.strip():
+        return RawRecord(source, reject=CORRUPT_RECORD, reject_detail="'image_path' is empty")
     full = image_path if os.path.isabs(image_path) else os.path.join(base_dir, image_path)
     try:
         with open(full, "rb") as f:
             data = f.read()
     except OSError as e:
         return RawRecord(source, reject=MISSING_IMAGE, reject_detail=f"{full}: {e.strerror or e}")
+    if not data:
+        return RawRecord(source, reject=EMPTY_FILE, reject_detail=f"{full}: 0 bytes")
     rec = RawRecord(source, image_bytes=data, caption=row.get("text"))
     rec.extra["image_path"] = image_path
     return rec
@@ -186,9 +196,9 @@ def _table_record(row: Dict, source: str, base_dir: str) -> RawRecord:
 
 def iter_jsonl(unit: WorkUnit) -> Iterator[RawRecord]:
     base_dir = unit.image_root or os.path.dirname(unit.path)
-    row = -1
+    row = -1  # rows (non-blank lines) define the units; the source names the file line
     with open(unit.path, "rb") as f:
-        for line in f:
+        for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
             row += 1
@@ -196,7 +206,7 @@ def iter_jsonl(unit: WorkUnit) -> Iterator[RawRecord]:
                 continue
             if row >= unit.end:
                 break
-            source = f"{os.path.basename(unit.path)}:{row}"
+            source = f"{os.path.basename(unit.path)}:{lineno}"
             try:
                 obj = json.loads(line)
             except Exception as e:
@@ -214,7 +224,7 @@ def iter_parquet(unit: WorkUnit) -> Iterator[RawRecord]:
     for batch in table.iter_batches(batch_size=4096, columns=cols):
         for obj in batch.to_pylist():
             if unit.start <= row < unit.end:
-                yield _table_record(obj, f"{os.path.basename(unit.path)}:{row}", base_dir)
+                yield _table_record(obj, f"{os.path.basename(unit.path)}:{row + 1}", base_dir)
             row += 1
             if row >= unit.end:
                 return

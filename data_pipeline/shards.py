@@ -1,7 +1,8 @@
 """Writing VQ code shards (docs/data_format.md) atomically and reproducibly, and reading them back.
 
 A shard is written to ``<name>.partial`` and renamed when complete; its sidecar ``<name>.json`` is written last and
-marks it done, so a preempted run leaves either a finished shard or nothing that counts. Tar headers carry fixed
+marks it done, so a preempted run leaves either a finished shard or nothing that counts (both through
+``atomic.py``). Tar headers carry fixed
 mtime/owner so a rerun produces byte-identical shards.
 """
 from __future__ import annotations
@@ -10,12 +11,13 @@ import glob
 import io
 import json
 import os
-import socket
 import tarfile
 from typing import Dict, Iterator, List
 
 import numpy as np
 import webdataset as wds
+
+from .atomic import AtomicFile, atomic_write_json
 
 SHARD_PATTERN = "shard-{:06d}.tar"
 
@@ -26,14 +28,6 @@ def shard_path(out_dir: str, unit_index: int) -> str:
 
 def sidecar_path(shard: str) -> str:
     return shard + ".json"
-
-
-def atomic_write_json(path: str, obj) -> None:
-    tmp = f"{path}.tmp.{socket.gethostname()}.{os.getpid()}"  # ranks on other nodes may write the same file
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def npy_bytes(arr: np.ndarray) -> bytes:
@@ -47,7 +41,8 @@ class ShardWriter:
 
     def __init__(self, path: str):
         self.path = path
-        self.partial = path + ".partial"
+        self._atomic = AtomicFile(path, tmp=path + ".partial")
+        self.partial = self._atomic.tmp
         self._file = open(self.partial, "wb")
         self._tar = wds.TarWriter(self._file, encoder=False, mtime=0.0, user="liquid", group="liquid", mode=0o444)
         self.count = 0
@@ -63,10 +58,8 @@ class ShardWriter:
 
     def commit(self, sidecar: Dict) -> None:
         self._tar.close()
-        self._file.flush()
-        os.fsync(self._file.fileno())
         self._file.close()
-        os.replace(self.partial, self.path)
+        self._atomic.commit(fsync=True)
         atomic_write_json(sidecar_path(self.path), sidecar)
 
     def abort(self) -> None:
@@ -74,8 +67,7 @@ class ShardWriter:
             self._tar.close()
             self._file.close()
         finally:
-            if os.path.exists(self.partial):
-                os.unlink(self.partial)
+            self._atomic.abort()
 
 
 def is_done(out_dir: str, unit_index: int) -> bool:

@@ -13,26 +13,44 @@ analysed attribute wrong). So the first ``ae_warmup_steps`` train encoder and de
 to ~0.05 in ~200 steps there), then the codebook starts as k-means centroids of encoder latents of
 ``kmeans_images`` training images, and the remaining steps train the full VQ from that point.
 
-Usage: ``python -m data_pipeline.vq_train --images DIR_OR_TARS --out DIR [--steps N] [--vq chameleon-vqgan-tiny]``.
+Images get encode's preprocessing (``preprocess.py``: EXIF orientation, RGB mapping, aspect / size rejections,
+short-side LANCZOS resize + centre crop to ``--resolution``, default the architecture's), so a VQ trains on exactly
+what it will later encode, photos of any and mixed sizes included; they are held as uint8 (a quarter of float32).
+Progress is printed unbuffered (one line per ``--log-every`` steps with the time per step and an estimate of the
+rest), so it shows in a redirected log as it happens.
+
+Usage: ``python -m data_pipeline.vq_train --images DIR_OR_TARS --out DIR [--steps N] [--vq chameleon-vqgan-tiny]
+[--resolution R]``.
 """
 from __future__ import annotations
 
 import argparse
+import collections
+import functools
 import glob
-import io
 import os
+import sys
 import tarfile
 import time
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from PIL import Image
 
+from data_pipeline.errors import DataError
+from data_pipeline.preprocess import PreprocessConfig, Rejected, decode_image, preprocess_image
+from data_pipeline.readers import IMAGE_EXTS
+from data_pipeline.rgb import to_rgb, upright
+from data_pipeline.settings import check_output_dir
+from data_pipeline.threads import available_cores, set_threads
 from data_pipeline.vq.checkpoint import save_vqgan
 from data_pipeline.vq.model import VQGANConfig, VQModel
 from data_pipeline.vq.registry import REGISTRY
+
+say = functools.partial(print, flush=True)
+"""Console progress, flushed at once: block-buffered into a redirected log it would appear only at the end."""
 
 
 @dataclass
@@ -72,20 +90,67 @@ def build_tiny_model(name: str = "chameleon-vqgan-tiny", resolution: Optional[in
     return VQModel(VQGANConfig(**params))
 
 
-def load_images_from_tars(paths: Sequence[str], limit: Optional[int] = None) -> np.ndarray:
-    """img2dataset-style tars -> [N,3,H,W] float32 in [-1,1]."""
+def _native(img: Image.Image, where: str, size: Optional[Tuple[int, int]]) -> np.ndarray:
+    img = to_rgb(upright(img))
+    if size is not None and img.size != size:
+        raise DataError(f"{where}: {img.size[0]}x{img.size[1]}, but the first image is {size[0]}x{size[1]}; pass "
+                        "--resolution to resize and crop every image to one size")
+    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()
+
+
+def load_training_images(paths: Sequence[str], resolution: Optional[int] = None, limit: Optional[int] = None,
+                         log: Callable[[str], None] = say, log_every: int = 1000) -> Tuple[np.ndarray, Dict]:
+    """img2dataset-style tars -> (uint8 [N,3,S,S], rejected counts by reason).
+
+    ``resolution``: encode's preprocessing to that side (rejections as encode makes them); None: images as they
+    are, which must then all have one size (the quickstart's synthetic scenes)."""
+    pre = PreprocessConfig(resolution=resolution) if resolution else None
     out: List[np.ndarray] = []
+    rejected: Dict[str, int] = collections.Counter()
+    size = None
+    t0 = time.time()
     for path in paths:
-        with tarfile.open(path) as tar:
+        if not os.path.isfile(path):
+            raise DataError(f"--images {path}: no such file")
+        try:
+            tar = tarfile.open(path)
+        except (tarfile.TarError, OSError) as e:
+            raise DataError(f"--images {path}: not a readable tar ({e})") from None
+        with tar:
             for member in tar:
-                if member.name.rsplit(".", 1)[-1].lower() in ("png", "jpg", "jpeg", "webp"):
-                    img = Image.open(io.BytesIO(tar.extractfile(member).read())).convert("RGB")
-                    out.append(np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / 127.5 - 1.0)
-                    if limit and len(out) >= limit:
-                        return np.stack(out)
+                if not member.isfile() or member.name.rsplit(".", 1)[-1].lower() not in IMAGE_EXTS:
+                    continue
+                data = tar.extractfile(member).read()
+                try:
+                    if pre is None:
+                        img = decode_image(data, PreprocessConfig())
+                        arr = _native(img, f"{path}#{member.name}", size)
+                        size = size or (arr.shape[2], arr.shape[1])
+                    else:
+                        arr, _ = preprocess_image(decode_image(data, pre), pre)
+                except Rejected as r:
+                    rejected[r.reason] += 1
+                    continue
+                out.append(arr)
+                if len(out) % log_every == 0:
+                    log(f"[vq_train] loaded {len(out)} images ({time.time() - t0:.0f}s)")
+                if limit and len(out) >= limit:
+                    return np.stack(out), dict(rejected)
     if not out:
-        raise ValueError(f"no images found in {list(paths)}")
-    return np.stack(out)
+        raise DataError(f"--images {' '.join(paths)}: no usable images found (rejected: {dict(rejected) or 'none'})")
+    return np.stack(out), dict(rejected)
+
+
+def load_images_from_tars(paths: Sequence[str], limit: Optional[int] = None,
+                          resolution: Optional[int] = None) -> np.ndarray:
+    """img2dataset-style tars -> [N,3,H,W] float32 in [-1,1] (see :func:`load_training_images`)."""
+    images, _ = load_training_images(paths, resolution, limit, log=lambda _: None)
+    return images.astype(np.float32) / 127.5 - 1.0
+
+
+def _pixels(batch: torch.Tensor) -> torch.Tensor:
+    """uint8 [0,255] -> float [-1,1]; float batches pass unchanged."""
+    return batch.float().div_(127.5).sub_(1.0) if batch.dtype == torch.uint8 else batch
 
 
 def pixel_weights(batch: torch.Tensor, contrast_weight: float) -> torch.Tensor:
@@ -161,7 +226,8 @@ def kmeans_codebook(model: VQModel, images: torch.Tensor, iters: int, generator:
     return int(torch.unique(assign).numel())
 
 
-def train_vq(images: np.ndarray, model: VQModel, cfg: VQTrainConfig, log=print) -> dict:
+def train_vq(images: np.ndarray, model: VQModel, cfg: VQTrainConfig, log=say) -> dict:
+    """``images``: [N,3,S,S], uint8 in [0,255] or float in [-1,1]."""
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     data = torch.from_numpy(images)
@@ -172,13 +238,13 @@ def train_vq(images: np.ndarray, model: VQModel, cfg: VQTrainConfig, log=print) 
     model.train()
     warmup = min(cfg.ae_warmup_steps, cfg.steps)
     for step in range(1, cfg.steps + 1):
-        batch = data[torch.randint(0, data.shape[0], (cfg.batch_size,), generator=gen)]
+        batch = _pixels(data[torch.randint(0, data.shape[0], (cfg.batch_size,), generator=gen)])
         if step <= warmup:
             stats = autoencoder_step(model, opt, batch, cfg)
         else:
             if step == warmup + 1 and cfg.kmeans_init:
                 pick = torch.randperm(data.shape[0], generator=gen)[:cfg.kmeans_images]
-                live = kmeans_codebook(model, data[pick], cfg.kmeans_iters, gen)
+                live = kmeans_codebook(model, _pixels(data[pick]), cfg.kmeans_iters, gen)
                 log(f"[vq_train] step {step}: codebook from k-means on {len(pick)} images ({live} clusters used)")
             stats = train_step(model, opt, batch, cfg)
             used += torch.bincount(stats.pop("indices").flatten(), minlength=model.codebook_size)
@@ -187,11 +253,27 @@ def train_vq(images: np.ndarray, model: VQModel, cfg: VQTrainConfig, log=print) 
                 restart_dead_codes(model, batch, used, gen)
                 used.zero_()
         history.append(dict(step=step, phase="autoencoder" if step <= warmup else "vq", **stats))
-        if step % cfg.log_every == 0 or step == cfg.steps:
+        if step == 1 or step % cfg.log_every == 0 or step == cfg.steps:
+            elapsed = time.time() - start
             log(f"[vq_train] step {step}/{cfg.steps} loss {stats['loss']:.4f} l1 {stats['l1']:.4f} "
-                f"({time.time() - start:.1f}s)")
+                f"({elapsed:.1f}s, {elapsed / step:.2f}s/step, ~{elapsed / step * (cfg.steps - step):.0f}s left)")
     model.eval()
     return {"history": history, "seconds": time.time() - start}
+
+
+def _tar_list(items: Sequence[str]) -> List[str]:
+    tars: List[str] = []
+    for item in items:
+        if os.path.isdir(item):
+            found = sorted(glob.glob(os.path.join(item, "*.tar")))
+            if not found:
+                raise DataError(f"--images {item}: a directory without .tar files")
+            tars.extend(found)
+        elif os.path.isfile(item):
+            tars.append(item)
+        else:
+            raise DataError(f"--images {item}: no such file or directory")
+    return tars
 
 
 def main(argv=None) -> int:
@@ -199,24 +281,38 @@ def main(argv=None) -> int:
     p.add_argument("--images", nargs="+", required=True, help="img2dataset-style .tar files or directories of them")
     p.add_argument("--out", required=True, help="directory for vqgan.ckpt + vqgan.yaml")
     p.add_argument("--vq", default="chameleon-vqgan-tiny", help="registry name whose architecture to train")
-    p.add_argument("--resolution", type=int, default=None)
+    p.add_argument("--resolution", type=int, default=None,
+                   help="resize + centre-crop every image to this side, as encode does (default: the architecture's)")
     p.add_argument("--steps", type=int, default=VQTrainConfig.steps)
     p.add_argument("--batch-size", type=int, default=VQTrainConfig.batch_size)
     p.add_argument("--lr", type=float, default=VQTrainConfig.lr)
     p.add_argument("--ae-warmup-steps", type=int, default=VQTrainConfig.ae_warmup_steps,
                    help="steps without quantisation first (then a k-means codebook); counted in --steps")
     p.add_argument("--max-images", type=int, default=None)
+    p.add_argument("--log-every", type=int, default=VQTrainConfig.log_every)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: the cores this process has)")
     args = p.parse_args(argv)
-    tars: List[str] = []
-    for item in args.images:
-        tars.extend(sorted(glob.glob(os.path.join(item, "*.tar"))) if os.path.isdir(item) else [item])
-    images = load_images_from_tars(tars, args.max_images)
-    model = build_tiny_model(args.vq, args.resolution or images.shape[-1])
+    try:
+        if args.vq not in REGISTRY:
+            raise DataError(f"--vq {args.vq}: unknown architecture; known: {', '.join(sorted(REGISTRY))}")
+        resolution = args.resolution or int(REGISTRY[args.vq].params.get("resolution", VQGANConfig.resolution))
+        if resolution < 1 or args.steps < 1 or args.batch_size < 1:
+            raise DataError("--resolution, --steps and --batch-size must be >= 1")
+        check_output_dir(args.out, "--out")  # before the training, not when saving after it
+        set_threads(args.threads or available_cores())
+        tars = _tar_list(args.images)
+        say(f"[vq_train] loading images from {len(tars)} tar(s) at {resolution}px")
+        images, rejected = load_training_images(tars, resolution, args.max_images)
+    except DataError as e:
+        print(f"vq_train: {e}", file=sys.stderr)
+        return 2
+    say(f"[vq_train] {len(images)} images of {resolution}x{resolution}" + (f", rejected {rejected}" if rejected else ""))
+    model = build_tiny_model(args.vq, resolution)
     cfg = VQTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                        ae_warmup_steps=args.ae_warmup_steps)
+                        ae_warmup_steps=args.ae_warmup_steps, log_every=args.log_every)
     result = train_vq(images, model, cfg)
     save_vqgan(model, args.out)
-    print(f"[vq_train] saved {args.out} after {result['seconds']:.1f}s")
+    say(f"[vq_train] saved {args.out} after {result['seconds']:.1f}s")
     return 0
 
 

@@ -101,17 +101,40 @@ def test_text_dataset_reads_back_all_formats(setup, tmp_path):
     assert meta["num_tokens"] == sum(len(t.split()) for t in expected)
 
 
-def test_build_errors_name_the_problem(setup, tmp_path):
+def test_build_errors_name_the_problem(setup, tmp_path, capsys):
     d, tok_dir = setup
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"content": "x"}\n')
-    with pytest.raises(ValueError, match=r"bad.jsonl:1: no field 'text'"):
-        main(["build", "text", str(bad), "-t", tok_dir, "-o", str(tmp_path / "t"), "--no-progress"])
-    with pytest.raises(FileNotFoundError, match="no finished VQ shards"):
-        main(["build", "pairs", str(tmp_path), "-t", tok_dir, "-o", str(tmp_path / "p"), "--no-progress"])
-    with pytest.raises(FileNotFoundError, match="tokenizer directory"):
-        main(["build", "text", str(bad), "-t", str(tmp_path / "nope"), "-o", str(tmp_path / "t"), "--no-progress"])
+
+    def error(args):
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+        return err.strip()
+
+    assert "bad.jsonl:1: no field 'text'; set --text-key" in error(
+        ["build", "text", str(bad), "-t", tok_dir, "-o", str(tmp_path / "t"), "--no-progress"])
+    assert "no finished VQ shards" in error(
+        ["build", "pairs", str(tmp_path), "-t", tok_dir, "-o", str(tmp_path / "p"), "--no-progress"])
+    assert "tokenizer directory not found" in error(
+        ["build", "text", str(bad), "-t", str(tmp_path / "nope"), "-o", str(tmp_path / "t"), "--no-progress"])
+    assert "text input " in error(
+        ["build", "text", str(tmp_path / "missing.jsonl"), "-t", tok_dir, "-o", str(tmp_path / "t"), "--no-progress"])
     assert not list(tmp_path.glob("t*.bin")) and not list(tmp_path.glob("*.idx"))
+
+
+def test_build_pairs_refuses_an_unfinished_encode(setup, tmp_path, capsys):
+    d, tok_dir = setup
+    partial = tmp_path / "partial"
+    run_encode(EncodeConfig(inputs=[str(d / "in0.tar"), str(d / "in1.tar")], output_dir=str(partial),
+                            vq_tokenizer="chameleon-vqgan-tiny", preprocess=PreprocessConfig(resolution=64),
+                            num_workers=0, device="cpu", progress=False, threads=1, max_units=1))
+    args = ["build", "pairs", str(partial), "-t", tok_dir, "-o", str(tmp_path / "p"), "--no-progress"]
+    assert main(args) == 2
+    assert "encode is unfinished (1 of 2 units have shards" in capsys.readouterr().err
+    assert not (tmp_path / "p.bin").exists()
+    assert main(args + ["--allow-incomplete"]) == 0
+    assert json.loads(capsys.readouterr().out)["num_documents"] == 8
 
 
 def test_inspect_shards_and_dataset(setup, capsys):

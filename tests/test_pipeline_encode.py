@@ -74,7 +74,7 @@ def inputs(tmp_path_factory):
 def _cfg(inputs, out, **kw):
     base = dict(inputs=[str(inputs)], output_dir=str(out), vq_tokenizer="chameleon-vqgan-tiny",
                 preprocess=PreprocessConfig(resolution=RES), batch_size=4, num_workers=0, rows_per_shard=5,
-                device="cpu", progress=False)
+                device="cpu", progress=False, threads=1)
     base.update(kw)
     return EncodeConfig(**base)
 
@@ -110,8 +110,8 @@ def test_counts_add_up_and_codes_match_tokenizer(inputs, tmp_path):
     assert by_source["part-00000.tar#000000004"]["meta"]["url"] == "http://x/4"
     # oracle: decode + preprocess each source image independently, encode one at a time
     for src, raw in [("part-00000.tar#000000000", _good(0, fmt="JPEG")), ("part-00000.tar#000000002", _good(2, fmt="WEBP")),
-                     ("table.jsonl:3", (inputs / "imgs" / "3.png").read_bytes()),
-                     ("table2.parquet:4", (inputs / "imgs" / "4.png").read_bytes())]:
+                     ("table.jsonl:4", (inputs / "imgs" / "3.png").read_bytes()),  # 1-based line numbers
+                     ("table2.parquet:5", (inputs / "imgs" / "4.png").read_bytes())]:
         arr, meta = preprocess_image(decode_image(raw, cfg), cfg)
         ref = tok.encode(torch.from_numpy(arr)[None].float() / 127.5 - 1)[0].numpy()
         got = by_source[src]
@@ -158,7 +158,7 @@ class _Interrupting:
     """Wraps a tokenizer and raises after N batches: an interruption in the middle of a shard."""
 
     def __init__(self, tok, after):
-        self.tok, self.after, self.name = tok, after, tok.name
+        self.tok, self.after, self.name, self.identity = tok, after, tok.name, tok.identity
 
     def encode_uint8(self, x):
         self.after -= 1
@@ -192,21 +192,22 @@ from data_pipeline.preprocess import PreprocessConfig
 from data_pipeline.vq import load_vq_tokenizer
 tok = load_vq_tokenizer("chameleon-vqgan-tiny")
 class Slow:
-    name = tok.name
+    name, identity = tok.name, tok.identity
     def encode_uint8(self, x):
         time.sleep(0.15)
         return tok.encode_uint8(x)
 run_encode(EncodeConfig(inputs=[sys.argv[1]], output_dir=sys.argv[2], vq_tokenizer="chameleon-vqgan-tiny",
-           preprocess=PreprocessConfig(resolution=64), batch_size=2, num_workers=0, rows_per_shard=5,
-           device="cpu", progress=False), tokenizer=Slow())
+           preprocess=PreprocessConfig(resolution=64), batch_size=2, num_workers=int(sys.argv[3]), rows_per_shard=5,
+           device="cpu", progress=False, threads=1), tokenizer=Slow())
 """
 
 
-def test_sigkilled_encode_resumed_by_cli_is_identical(inputs, tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_sigkilled_encode_resumed_by_cli_is_identical(inputs, tmp_path, workers):
     run_encode(_cfg(inputs, tmp_path / "ref"))
     out = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(inputs), str(out)], env=env,
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(inputs), str(out), str(workers)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     try:
@@ -225,7 +226,8 @@ def test_sigkilled_encode_resumed_by_cli_is_identical(inputs, tmp_path):
     assert len(finished_shards(str(out))) < 7
     from data_pipeline.__main__ import main
     rc = main(["encode", str(inputs), "-o", str(out), "--vq", "chameleon-vqgan-tiny", "--resolution", "64",
-               "--batch-size", "4", "--num-workers", "0", "--rows-per-shard", "5", "--device", "cpu", "--no-progress"])
+               "--batch-size", "4", "--num-workers", str(workers), "--rows-per-shard", "5", "--device", "cpu",
+               "--no-progress"])
     assert rc == 0
     assert not list(out.glob("*.partial"))
     names = _all_files(tmp_path / "ref")

@@ -357,3 +357,128 @@ def test_sbatch_run_is_signalled_checkpointed_requeued_and_resumed(cluster, tmp_
     with open(os.path.join(run_dir, "checkpoints", "latest")) as f:
         assert f.read().strip() == f"iter_{ITERS:07d}"
     print(f"[slurm test] signal at step {k}; " + ", ".join(f"{n} {v:.0f}s" for n, v in marks.items()))
+
+
+# ---- launch/encode.sh: the VQ encode as one srun step of one rank per GPU, then build over the merged output ----
+
+ENCODE_HEADER_KEYS = ("requeue", "signal", "open-mode", "output", "nodes", "ntasks-per-node", "gpus-per-node",
+                      "cpus-per-task", "time")
+
+
+def test_encode_launcher_header_and_syntax():
+    path = os.path.join(LAUNCH, "encode.sh")
+    assert subprocess.run(["bash", "-n", path]).returncode == 0
+    text, header = _header("encode.sh")
+    for key in ENCODE_HEADER_KEYS:
+        assert key in header, key
+    assert header["signal"].startswith("B:USR1@") and header["open-mode"] == "append"
+    assert header["ntasks-per-node"] == header["gpus-per-node"]  # one rank per GPU
+    assert "srun " in text and "-m data_pipeline encode" in text and "build pairs" in text
+    # no output directory: one line, exit 2, before any srun (runs outside slurm too)
+    p = subprocess.run(["bash", path, "/nonexistent.tar"], capture_output=True, text=True, timeout=30,
+                       env=dict(os.environ, LIQUID_REPO=REPO, PYTHON=sys.executable))
+    assert p.returncode == 2 and p.stderr.strip() == "[encode] pass the output directory with -o (shared by every rank)"
+
+
+def _rank_outputs(log_text):
+    """The JSON each rank prints, from srun --label lines ("<task>: ...")."""
+    per_task = {}
+    for line in log_text.splitlines():
+        m = re.match(r"^\s*(\d+): (.*)$", line)
+        if m:
+            per_task.setdefault(int(m.group(1)), []).append(m.group(2))
+    out = {}
+    for task, lines in per_task.items():
+        text = "\n".join(lines)
+        out[task] = json.loads(text[text.index("{"):text.rindex("}") + 1])
+    return out
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_sbatch_encode_two_ranks_requeue_resume_and_build(cluster, tmp_path):
+    from data_pipeline.build import build_pairs
+    from data_pipeline.encode import EncodeConfig, run_encode
+    from data_pipeline.preprocess import PreprocessConfig
+    from data_pipeline.testing import image_bytes, make_word_tokenizer, write_jsonl_table, write_wds_tar
+
+    words = [f"w{i}" for i in range(20)]
+    tok = make_word_tokenizer(str(tmp_path / "tok"), words)
+    inputs = tmp_path / "in"
+    (inputs / "imgs").mkdir(parents=True)
+    for t in range(5):
+        write_wds_tar(str(inputs / f"{t:03d}.tar"),
+                      [{"__key__": f"{t}{i}", "png": image_bytes(80, 64, 10 * t + i), "txt": f"w{t} w{i}".encode()}
+                       for i in range(4)] + [{"__key__": f"{t}bad", "jpg": b"", "txt": b"w1"}])
+    rows = []
+    for i in range(6):
+        (inputs / "imgs" / f"{i}.png").write_bytes(image_bytes(72, 72, 100 + i))
+        rows.append({"image_path": f"imgs/{i}.png", "text": f"w{i} w{i + 1}"})
+    write_jsonl_table(str(inputs / "table.jsonl"), rows)
+    flags = ["--vq", "chameleon-vqgan-tiny", "--resolution", "64", "--device", "cpu", "--num-workers", "0",
+             "--batch-size", "3", "--rows-per-shard", "4", "--no-progress"]
+
+    def cfg(out, **kw):
+        return EncodeConfig(inputs=[str(inputs)], output_dir=str(out), vq_tokenizer="chameleon-vqgan-tiny",
+                            preprocess=PreprocessConfig(resolution=64), batch_size=3, rows_per_shard=4,
+                            num_workers=0, device="cpu", progress=False, threads=1, **kw)
+
+    ref = tmp_path / "ref"
+    units_total = run_encode(cfg(ref))["summary"]["units_total"]
+    assert units_total == 7  # 5 tars + 6 table rows / 4
+    build_pairs(str(ref), tok, str(tmp_path / "ref_idx" / "pairs"), progress=False)
+    out = tmp_path / "out"
+    run_encode(cfg(out, max_units=2))  # an earlier run that stopped after two shards: the job resumes it
+
+    submit = tmp_path / "submit"
+    (submit / "logs").mkdir(parents=True)
+    prefix = tmp_path / "idx" / "pairs"
+    env = dict(cluster.env, LIQUID_REPO=REPO, PYTHON=sys.executable, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore",
+               PYTHONPATH=REPO, TOKENIZER=tok, BUILD_PREFIX=str(prefix))
+    sub = cluster.run(["sbatch", "--parsable", "--gpus-per-node=0", "--ntasks-per-node=2", "--cpus-per-task=1",
+                       "--time=10", os.path.join(LAUNCH, "encode.sh"), str(inputs), "-o", str(out), *flags],
+                      env=env, cwd=str(submit))
+    jobid = sub.stdout.strip().split(";")[0]
+    assert jobid.isdigit(), sub.stdout
+    log = str(submit / "logs" / f"liquid-encode-{jobid}.out")
+
+    def diag():
+        return f"--- job log ---\n{_tail(log, 6000)}\n--- scontrol ---\n{cluster.job(jobid)}\n{cluster.logs()}"
+
+    # the pre-time-limit signal (--signal=B:USR1@120) as soon as the batch shell runs: the job requeues itself
+    first_line = f"[encode] job {jobid} restart 0 nodes 1 tasks 2 cpus/task 1 output {out}"
+    _wait(lambda: os.path.exists(log) and first_line in open(log).read(), 120, "the batch shell to start",
+          on_fail=diag)
+    cluster.run(["scancel", "--signal=USR1", "--batch", jobid])
+    _wait(lambda: cluster.job(jobid).get("Restarts") == "1", 90, "the job to be requeued", on_fail=diag)
+    _wait(lambda: cluster.job(jobid).get("JobState") in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT",
+                                                          "NODE_FAIL", "OUT_OF_MEMORY"),
+          240, "the requeued encode job to finish", interval=0.5, on_fail=diag)
+    info = cluster.job(jobid)
+    assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0" and info["Restarts"] == "1", diag()
+    text = open(log).read()
+    assert f"[encode] SIGUSR1 before the time limit: requeueing job {jobid}" in text, diag()
+    last = text[text.index(f"[encode] job {jobid} restart 1 nodes 1 tasks 2 cpus/task 1 output {out}"):]
+    assert "[encode] ranks exited with 0" in last and f"build pairs {out} -> {prefix} exited with 0" in last, diag()
+
+    # the restart: two ranks of one world; the two units done before the job are skipped, not redone (and so is
+    # whatever the first run finished before the requeue), every other unit is encoded once
+    runs = {task: r["this_run"] for task, r in _rank_outputs(last).items()}
+    assert sorted(runs) == [0, 1], diag()
+    assert {(r["rank"], r["world_size"]) for r in runs.values()} == {(0, 2), (1, 2)}
+    skipped = sum(r["units_skipped"] for r in runs.values())
+    assert skipped >= 2 and skipped + sum(r["units_done"] for r in runs.values()) == units_total
+    assert all(r["threads"] == 1 for r in runs.values())  # --cpus-per-task=1 // (0 workers + 1)
+    print(f"[slurm encode test] the restart skipped {skipped} of {units_total} units")
+    # the merged output is the uninterrupted single-process output, byte for byte
+    names = sorted(p.name for p in ref.iterdir() if p.name != "summary.json")
+    assert sorted(p.name for p in out.iterdir() if p.name != "summary.json") == names
+    for name in names:
+        assert (out / name).read_bytes() == (ref / name).read_bytes(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] and summary["balanced"] and summary["rejected"] == {"empty_file": 5}
+    # and build over it gave the dataset the reference gives
+    for ext in (".bin", ".idx"):
+        assert (prefix.parent / f"pairs{ext}").read_bytes() == (tmp_path / "ref_idx" / f"pairs{ext}").read_bytes()
+    meta = json.loads((prefix.parent / "pairs.meta.json").read_text())
+    assert meta["num_documents"] == summary["written"] == 26

@@ -8,13 +8,14 @@ lists the offending keys, because a silently half-loaded tokenizer produces plau
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple
 
 import torch
 from omegaconf import OmegaConf
 
+from ..atomic import atomic_path
+from ..errors import DataError
 from .model import VQGANConfig, VQModel
 
 CKPT_NAME = "vqgan.ckpt"
@@ -24,8 +25,8 @@ IGNORED_PREFIXES = ("loss.",)
 TAMING_TARGET = "taming.models.vqgan.VQModel"
 
 
-class VQCheckpointError(ValueError):
-    pass
+class VQCheckpointError(DataError):
+    """A VQ checkpoint that is missing or does not match its config (a one-line CLI error, exit 2)."""
 
 
 def resolve_checkpoint_files(path: str | os.PathLike) -> Tuple[Path, Path]:
@@ -102,24 +103,14 @@ def load_vqgan(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     return model.eval()
 
 
-def _atomic_write(path: Path, write_fn) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write_fn(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_vqgan(model: VQModel, out_dir: str | os.PathLike, extra_state: Optional[Dict] = None) -> Path:
     """Write ``vqgan.ckpt`` ({"state_dict": ...}) and ``vqgan.yaml`` in the taming format, atomically."""
     out = Path(out_dir)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     blob = {"state_dict": state, **(extra_state or {})}
-    _atomic_write(out / CKPT_NAME, lambda tmp: torch.save(blob, tmp))
+    with atomic_path(str(out / CKPT_NAME)) as tmp:
+        torch.save(blob, tmp)
     yaml_cfg = OmegaConf.create({"model": {"target": TAMING_TARGET, "params": model.config.to_model_params()}})
-    _atomic_write(out / YAML_NAME, lambda tmp: OmegaConf.save(yaml_cfg, tmp))
+    with atomic_path(str(out / YAML_NAME)) as tmp:
+        OmegaConf.save(yaml_cfg, tmp)
     return out

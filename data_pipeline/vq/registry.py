@@ -7,6 +7,7 @@ key with :func:`register_architecture` and a spec with :func:`register_vq_tokeni
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,6 +93,18 @@ for _extra in filter(None, os.environ.get("LIQUID_VQ_REGISTRY", "").split(os.pat
     _load_registry_yaml(_extra)
 
 
+def weights_identity(module: torch.nn.Module) -> str:
+    """``sha256:<hex>`` of the module's state (names, dtypes, shapes, bytes): what encode records per output, so a
+    rerun with other weights under the same name or path is caught. Independent of device and of where the weights
+    were loaded from; computed before any dtype conversion."""
+    h = hashlib.sha256()
+    for key, value in sorted(module.state_dict().items()):
+        t = value.detach().to("cpu").contiguous().reshape(-1)
+        h.update(f"{key}|{t.dtype}|{tuple(value.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy())
+    return "sha256:" + h.hexdigest()
+
+
 class VQTokenizer:
     """Batched encode/decode around a frozen VQ module.
 
@@ -110,6 +123,7 @@ class VQTokenizer:
                  dtype: Optional[torch.dtype] = None, channels_last: Optional[bool] = None,
                  micro_batch: Optional[int] = None):
         device = torch.device(device)
+        self.identity = weights_identity(module)
         self.micro_batch = micro_batch
         if dtype is None:
             dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
