@@ -126,18 +126,19 @@ class Kernels:
     fused_glu: bool = True
     """megatron's fused SwiGLU keeps fc1's output; unfused, ``act(x1)`` and ``x2 + offset`` are kept as well."""
     scores_stored: bool = False
-    """The ``s x s`` softmax is kept (the exact soft-capping path); flash-style kernels keep a per-row statistic."""
-    context_copy: bool = False
-    """The local THD path keeps each segment's attention output apart from the concatenated context."""
+    """The ``s x s`` scores are kept, twice (the exact soft-capping path keeps the capped scores and the softmax);
+    flash-style kernels keep a per-row statistic."""
+    local_attention: bool = False
+    """The local THD path keeps the fused QKV output whole (V is a view of it, Q and K are rotated copies) and each
+    segment's output apart from the concatenated context."""
 
 
 def kernels_of(config) -> Kernels:
     """The :class:`Kernels` of a megatron TransformerConfig built by ``liquid_train.models.builder``."""
     backend = getattr(config, "liquid_attention_backend", "local")
-    swiglu = getattr(config.activation_func, "__name__", "") == "silu"
-    return Kernels(fused_norm=backend == "te", fused_glu=bool(config.bias_activation_fusion) or not swiglu,
+    return Kernels(fused_norm=backend == "te", fused_glu=bool(config.bias_activation_fusion),
                    scores_stored=backend == "local" and getattr(config, "liquid_attn_logit_softcap", None) is not None,
-                   context_copy=backend == "local")
+                   local_attention=backend == "local")
 
 
 def activation_bytes_per_layer(s: int, b: int, h: int, a: int, *, head_dim: Optional[int] = None,
@@ -162,11 +163,14 @@ def activation_bytes_per_layer(s: int, b: int, h: int, a: int, *, head_dim: Opti
     # and fc1 (the pre-norms' outputs), every norm's input (and, unfused, its normalised input), dropout masks.
     seq_region = v * sbh * (2 + norms * (1 if kernels.fused_norm else 2)) + (2 * sbh if dropout else 0)
     # Split over heads / ffn columns: Q, K, V for attention, the context (output projection's input), ...
-    head_region = v * s * b * (2 * q_w + 2 * kv_w + (q_w if kernels.context_copy else 0))
+    head_region = v * s * b * (2 * q_w + 2 * kv_w + (2 * q_w + kv_w if kernels.local_attention else 0))
     # ... fc1's output(s), kept for the activation's backward, the activation's output (fc2's input).
     glu = 2 * f if gated else f
     head_region += v * s * b * (glu + f + (0 if kernels.fused_glu or not gated else 2 * f))
-    attn_quadratic = ((v + 3) if dropout else v) * a * s * s * b  # softmax (+ dropout mask and output)
+    # the softmax (+ dropout mask and output); the soft-capping path keeps its capped scores too
+    attn_quadratic = ((v + 3) if dropout else v) * a * s * s * b
+    if kernels.scores_stored and kernels.local_attention:
+        attn_quadratic += v * a * s * s * b
     if recompute == "full":
         return v * sbh / (tp if sequence_parallel else 1)
     quad = attn_quadratic if kernels.scores_stored and recompute != "selective" else 0

@@ -67,14 +67,3 @@ def test_lr_schedules_match_closed_forms():
     wsd = _lrs("schedule.style=wsd", "schedule.warmup_steps=2", "schedule.wsd_decay_fraction=0.25")
     assert wsd[2:15] == pytest.approx([1.0] * 13)  # stable until the last 5 steps
     assert wsd[15:] == pytest.approx([1.0 - 0.9 * (k / 5) for k in range(5)])
-
-
-def test_flops_formula_by_hand():
-    from types import SimpleNamespace
-
-    from liquid_train.training.flops import training_flops_per_token
-
-    c = SimpleNamespace(num_layers=2, hidden_size=8, num_attention_heads=2, num_query_groups=1, kv_channels=4,
-                        ffn_hidden_size=16, gated_linear_unit=True)
-    per_layer = 2 * 8 * (2 + 2) * 4 + 2 * 8 * 8 + 2 * 2 * 8 * 10 / 2 + 2 * 8 * 16 * 3
-    assert training_flops_per_token(c, seq_length=10, padded_vocab_size=32) == 3 * (2 * per_layer + 2 * 8 * 32)

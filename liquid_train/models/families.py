@@ -106,20 +106,6 @@ class ModelArch:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def num_params(self, vocab_rows: Optional[int] = None, include_embeddings: bool = False) -> int:
-        """Parameter count (non-embedding by default)."""
-        h, f, L = self.hidden_size, self.ffn_hidden_size, self.num_layers
-        q = self.num_attention_heads * self.head_dim
-        kv = self.num_query_groups * self.head_dim
-        attn = h * (q + 2 * kv) + q * h + (q + 2 * kv if self.qkv_bias else 0)
-        mlp = 3 * h * f
-        norms = (4 if self.post_norms else 2) * h
-        total = L * (attn + mlp + norms) + h
-        if include_embeddings:
-            rows = vocab_rows or self.vocab_size
-            total += rows * h * (1 if self.tie_embeddings else 2)
-        return total
-
 
 # Names, vocabulary bookkeeping and the nominal context: not part of the forward pass.
 _NOT_MATH = ("family", "size", "max_position_embeddings", "bos_token_id", "eos_token_id", "pad_token_id",
