@@ -18,7 +18,6 @@ from liquid_train.models.builder import build
 from liquid_train.models.families import FAMILIES, get_model_arch
 from liquid_train.models.options import BuildOptions
 from liquid_train.parallel import destroy_parallel, initialize_parallel
-from liquid_train.training.memory_probe import saved_bytes
 from liquid_train.vocab import padded_rows
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
