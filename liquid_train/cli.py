@@ -32,10 +32,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(OmegaConf.to_yaml(cfg))
         return 0
     from liquid_train.training import TrainingAborted, run
+    from liquid_train.training.checkpoint import CheckpointError
 
     try:
         result = run(cfg)
     except ConfigError as err:
+        print(f"liquid-train: {err}", file=sys.stderr)
+        return 2
+    except CheckpointError as err:  # a damaged or unwritable checkpoint / run dir: one line, no traceback
         print(f"liquid-train: {err}", file=sys.stderr)
         return 2
     except TrainingAborted as err:

@@ -216,6 +216,7 @@ def save_init_checkpoint(path: str) -> None:
 
 def main(argv):
     from liquid_train.training import ModelProvider, TrainingAborted, load_config, run
+    from liquid_train.training.checkpoint import CheckpointError
     from liquid_train.vocab import default_test_vocab
 
     if argv and argv[0] == "--save-init":
@@ -232,6 +233,9 @@ def main(argv):
     except TrainingAborted as err:
         print(f"ABORTED: {err}", file=sys.stderr)
         return 3
+    except CheckpointError as err:  # as the CLI: one line, exit 2
+        print(f"liquid-train: {err}", file=sys.stderr)
+        return 2
     finally:
         destroy_parallel()
     return 0

@@ -471,6 +471,7 @@ def run(cfg, model_provider: Optional[ModelProvider] = None, data_provider: Opti
 
         arch = families.get_model_arch(cfg.model.family, cfg.model.size)
     validate(cfg, world_size, arch=arch if arch is not None else (model_provider.arch if model_provider else None))
+    ckpt.check_writable(cfg.run_dir, cfg.checkpoint.dir)  # a read-only run dir fails now, in one line
     if init_parallel:
         from liquid_train import parallel
 
@@ -482,7 +483,9 @@ def run(cfg, model_provider: Optional[ModelProvider] = None, data_provider: Opti
         if data_provider is None:
             data_provider = default_data_provider(cfg, model_provider.vocab)
         trainer = Trainer(cfg, model_provider, data_provider)
-        resume_path = ckpt.read_latest(trainer.ckpt_dir) if cfg.checkpoint.resume else None
+        resume_path = ckpt.find_resumable(trainer.ckpt_dir, cfg.checkpoint.verify) if cfg.checkpoint.resume else None
+        if ckpt.finished(resume_path, cfg.train.iters):  # a finished run relaunched does nothing (and says so)
+            return {"finished": True}
         if resume_path is not None:
             trainer.load_checkpoint(resume_path)
         elif cfg.model.init_from:
