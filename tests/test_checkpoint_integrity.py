@@ -24,8 +24,9 @@ from liquid_train.training import ckpt_manifest
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 DRIVER = os.path.join(HERE, "test_train_fixtures.py")
-COMMON = ["train.iters=30", "checkpoint.save_interval=10", "checkpoint.keep_last=3", "train.eval_interval=10",
+COMMON = ["train.iters=12", "checkpoint.save_interval=4", "checkpoint.keep_last=3", "train.eval_interval=4",
           "logging.tensorboard=true"]
+OLD, NEW, END = "iter_0000004", "iter_0000008", "iter_0000012"  # the trained fixture stops at step 8 of 12
 
 
 def _env(**extra):
@@ -170,11 +171,11 @@ def straight(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """Stopped at step 20 of 30 (checkpoints at 10 and 20)."""
+    """Stopped at step 8 of 12 (checkpoints at 4 and 8)."""
     run_dir = str(tmp_path_factory.mktemp("trained") / "run")
-    out = _drive([f"run_dir={run_dir}", *COMMON, "train.exit_after_iters=20"])
+    out = _drive([f"run_dir={run_dir}", *COMMON, "train.exit_after_iters=8"])
     assert out.returncode == 0, out.stdout[-4000:]
-    assert sorted(os.listdir(os.path.join(run_dir, "checkpoints"))) == ["iter_0000010", "iter_0000020", "latest"]
+    assert sorted(os.listdir(os.path.join(run_dir, "checkpoints"))) == [OLD, NEW, "latest"]
     return run_dir
 
 
@@ -188,32 +189,32 @@ def _copy(run_dir: str, dest) -> str:
 def test_bit_flip_is_moved_aside_and_the_resume_from_the_last_good_one_is_bitwise(trained, straight, tmp_path):
     run_dir = _copy(trained, tmp_path / "flip")
     ck = os.path.join(run_dir, "checkpoints")
-    shard = _flip_embedding_bytes(os.path.join(ck, "iter_0000020"))
+    shard = _flip_embedding_bytes(os.path.join(ck, NEW))
     out = _drive([f"run_dir={run_dir}", *COMMON])
     assert out.returncode == 0, out.stdout[-4000:]
     warning = [line for line in out.stdout.splitlines() if "does not verify" in line]
     assert len(warning) == 1 and shard in warning[0] and "checksum" in warning[0], out.stdout[-3000:]
-    assert os.path.isdir(os.path.join(ck, "iter_0000020.corrupt-checksum"))  # moved aside, not deleted
+    assert os.path.isdir(os.path.join(ck, NEW + ".corrupt-checksum"))  # moved aside, not deleted
     assert "Traceback" not in out.stdout
 
-    # resumed from step 10: steps 11..30 equal the uninterrupted run's, bitwise, one line per step
+    # resumed from step 4: steps 5..12 equal the uninterrupted run's, bitwise, one line per step
     a, b = _records(straight), _records(run_dir)
-    assert [r["step"] for r in b] == list(range(1, 31))
+    assert [r["step"] for r in b] == list(range(1, 13))
     for ra, rb in zip(a, b):
         for key in ("loss", "loss/text", "loss/t2i", "loss/i2t", "grad_norm", "lr", "consumed_samples"):
             assert ra[key] == rb[key], (ra["step"], key, ra[key], rb[key])
     assert [r["val_loss"] for r in _records(straight, "valid")] == [r["val_loss"] for r in _records(run_dir, "valid")]
-    assert [r["step"] for r in _records(run_dir, "valid")] == [10, 20, 30]
-    # tensorboard shows the replayed steps 11..20 once
+    assert [r["step"] for r in _records(run_dir, "valid")] == [4, 8, 12]
+    # tensorboard shows the replayed steps 5..8 once
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(os.path.join(run_dir, "tensorboard"))
     acc.Reload()
-    assert [e.step for e in acc.Scalars("train/loss")] == list(range(1, 31))
-    assert [e.step for e in acc.Scalars("valid/val_loss")] == [10, 20, 30]
-    # the new step-20 and step-30 checkpoints verify; the moved-aside one is kept as it was
-    assert ckpt.find_resumable(ck) == os.path.join(ck, "iter_0000030")
-    assert ckpt_manifest.verify(os.path.join(ck, "iter_0000020.corrupt-checksum")).file == shard
+    assert [e.step for e in acc.Scalars("train/loss")] == list(range(1, 13))
+    assert [e.step for e in acc.Scalars("valid/val_loss")] == [4, 8, 12]
+    # the new step-8 and step-12 checkpoints verify; the moved-aside one is kept as it was
+    assert ckpt.find_resumable(ck) == os.path.join(ck, END)
+    assert ckpt_manifest.verify(os.path.join(ck, NEW + ".corrupt-checksum")).file == shard
 
 
 def test_truncated_deleted_and_unmanifested_checkpoints_in_process(trained, tmp_path, caplog):
@@ -221,7 +222,7 @@ def test_truncated_deleted_and_unmanifested_checkpoints_in_process(trained, tmp_
     for damage, reason, bad in (("truncate", "truncated", "__0_1.distcp"), ("delete", "missing", "common.pt"),
                                 ("manifest", "manifest", ckpt_manifest.MANIFEST)):
         ck = _copy(os.path.join(trained, "checkpoints"), tmp_path / damage)
-        newest = os.path.join(ck, "iter_0000020")
+        newest = os.path.join(ck, NEW)
         if damage == "truncate":
             _truncate(os.path.join(newest, "__0_1.distcp"))
         elif damage == "delete":
@@ -230,32 +231,32 @@ def test_truncated_deleted_and_unmanifested_checkpoints_in_process(trained, tmp_
             with open(os.path.join(newest, ckpt_manifest.MANIFEST), "w") as f:
                 f.write("{not json")
         caplog.clear()
-        assert ckpt.find_resumable(ck) == os.path.join(ck, "iter_0000010")
+        assert ckpt.find_resumable(ck) == os.path.join(ck, OLD)
         assert os.path.isdir(f"{newest}.corrupt-{reason}") and not os.path.exists(newest)
         with open(os.path.join(ck, "latest")) as f:
-            assert f.read().strip() == "iter_0000010"
+            assert f.read().strip() == OLD
         warned = [r.getMessage() for r in caplog.records if "does not verify" in r.getMessage()]
         assert len(warned) == 1 and bad in warned[0] and f"{newest}.corrupt-{reason}" in warned[0], warned
 
     # verify=false takes latest as it is, without reading the shards
     ck = _copy(os.path.join(trained, "checkpoints"), tmp_path / "skip")
-    _truncate(os.path.join(ck, "iter_0000020", "__0_0.distcp"))
-    assert ckpt.find_resumable(ck, verify=False) == os.path.join(ck, "iter_0000020")
+    _truncate(os.path.join(ck, NEW, "__0_0.distcp"))
+    assert ckpt.find_resumable(ck, verify=False) == os.path.join(ck, NEW)
     # no latest (killed between the rename and the pointer update): the newest checkpoint that verifies
     os.unlink(os.path.join(ck, "latest"))
-    assert ckpt.find_resumable(ck) == os.path.join(ck, "iter_0000010")
-    assert os.path.isdir(os.path.join(ck, "iter_0000020.corrupt-truncated"))
+    assert ckpt.find_resumable(ck) == os.path.join(ck, OLD)
+    assert os.path.isdir(os.path.join(ck, NEW + ".corrupt-truncated"))
 
     # a checkpoint without a manifest (older format) gets the structure check: fine when whole, named when not
     ck = _copy(os.path.join(trained, "checkpoints"), tmp_path / "old")
-    for name in ("iter_0000010", "iter_0000020"):
+    for name in (OLD, NEW):
         os.unlink(os.path.join(ck, name, ckpt_manifest.MANIFEST))
-    assert ckpt_manifest.check_structure(os.path.join(ck, "iter_0000020")) is None
-    _truncate(os.path.join(ck, "iter_0000020", "__0_0.distcp"), keep=0.9)
-    p = ckpt_manifest.check_structure(os.path.join(ck, "iter_0000020"))
+    assert ckpt_manifest.check_structure(os.path.join(ck, NEW)) is None
+    _truncate(os.path.join(ck, NEW, "__0_0.distcp"), keep=0.9)
+    p = ckpt_manifest.check_structure(os.path.join(ck, NEW))
     assert (p.reason, p.file) == ("truncated", "__0_0.distcp")
-    _truncate(os.path.join(ck, "iter_0000010", "common.pt"))
-    assert ckpt_manifest.check_structure(os.path.join(ck, "iter_0000010")).file == "common.pt"
+    _truncate(os.path.join(ck, OLD, "common.pt"))
+    assert ckpt_manifest.check_structure(os.path.join(ck, OLD)).file == "common.pt"
 
 
 def test_bad_latest_pointers_are_one_line_errors(trained, tmp_path):
@@ -272,7 +273,7 @@ def test_bad_latest_pointers_are_one_line_errors(trained, tmp_path):
     os.mkdir(latest)  # unreadable: a directory where the pointer should be
     with pytest.raises(ckpt.CheckpointError, match="cannot be read"):
         ckpt.find_resumable(ck)
-    assert sorted(os.listdir(ck)) == ["iter_0000010", "iter_0000020", "latest"]  # nothing moved
+    assert sorted(os.listdir(ck)) == [OLD, NEW, "latest"]  # nothing moved
 
 
 @pytest.mark.slow
@@ -288,15 +289,15 @@ def test_trainer_errors_are_one_line_exit_2(trained, tmp_path):
     # no checkpoint verifies: one error listing both, nothing moved, the metrics untouched
     run_dir = _copy(trained, tmp_path / "none")
     ck = os.path.join(run_dir, "checkpoints")
-    _truncate(os.path.join(ck, "iter_0000020", "__0_0.distcp"))
-    os.unlink(os.path.join(ck, "iter_0000010", "__0_1.distcp"))
+    _truncate(os.path.join(ck, NEW, "__0_0.distcp"))
+    os.unlink(os.path.join(ck, OLD, "__0_1.distcp"))
     with open(os.path.join(run_dir, "metrics.jsonl"), "rb") as f:
         before = f.read()
     out = _drive([f"run_dir={run_dir}", *COMMON])
     assert out.returncode == 2, out.stdout[-3000:]
     line = _one_error_line(out.stdout)
-    assert "no checkpoint in" in line and "iter_0000020: __0_0.distcp" in line and "iter_0000010: __0_1.distcp" in line
-    assert sorted(os.listdir(ck)) == ["iter_0000010", "iter_0000020", "latest"]
+    assert "no checkpoint in" in line and f"{NEW}: __0_0.distcp" in line and f"{OLD}: __0_1.distcp" in line
+    assert sorted(os.listdir(ck)) == [OLD, NEW, "latest"]
     with open(os.path.join(run_dir, "metrics.jsonl"), "rb") as f:
         assert f.read() == before
 
@@ -314,18 +315,18 @@ def test_relaunching_a_finished_run_does_nothing_and_says_so(straight):
     before = snapshot()
     out = _drive([f"run_dir={straight}", *COMMON])
     assert out.returncode == 0, out.stdout[-3000:]
-    assert "run already finished" in out.stdout and "train.iters=30" in out.stdout
+    assert "run already finished" in out.stdout and "train.iters=12" in out.stdout
     assert snapshot() == before  # no second valid/data record, no new tensorboard events, no new checkpoint
-    assert [r["step"] for r in _records(straight, "valid")] == [10, 20, 30]
+    assert [r["step"] for r in _records(straight, "valid")] == [4, 8, 12]
 
 
 def test_export_of_a_damaged_checkpoint_is_one_line_exit_2(trained, tmp_path):
     tool = os.path.join(REPO, "tools", "convert_checkpoint.py")
     run_dir = _copy(trained, tmp_path / "export")
     ck = os.path.join(run_dir, "checkpoints")
-    _truncate(os.path.join(ck, "iter_0000020", "__0_0.distcp"))
-    os.unlink(os.path.join(ck, "iter_0000010", "common.pt"))
-    for src, name in ((run_dir, "__0_0.distcp"), (os.path.join(ck, "iter_0000010"), "common.pt")):
+    _truncate(os.path.join(ck, NEW, "__0_0.distcp"))
+    os.unlink(os.path.join(ck, OLD, "common.pt"))
+    for src, name in ((run_dir, "__0_0.distcp"), (os.path.join(ck, OLD), "common.pt")):
         out = subprocess.run([sys.executable, tool, "megatron-to-hf", "--ckpt", src, "--out", str(tmp_path / "hf")],
                              env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
         assert out.returncode == 2, out.stdout[-3000:]
