@@ -38,8 +38,8 @@ def _env(**extra):
     return env
 
 
-def _drive(args, timeout=400, prefix=(), env=None):
-    cmd = [*prefix, sys.executable, DRIVER, *args]
+def _drive(args, timeout=400, env=None):
+    cmd = [sys.executable, DRIVER, *args]
     return subprocess.run(cmd, env=env or _env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           timeout=timeout)
 
@@ -92,6 +92,18 @@ def test_manifest_names_the_first_bad_file_and_ranks_share_the_hashing(tmp_path)
     # rank r hashes its own __r_*.distcp shards
     assert set(ckpt_manifest.describe(d, names, 1, 2)) >= {"__1_0.distcp"}
     assert "__1_0.distcp" not in ckpt_manifest.describe(d, names, 0, 2)
+    # an async writer's precomputed checksums are used while the size matches, then removed
+    ckpt_manifest.hash_own_shards(d, 1)
+    part = os.path.join(d, ckpt_manifest.PART_PREFIX + "1.json")
+    assert json.load(open(part)) == {"__1_0.distcp": files["__1_0.distcp"]}
+    assert ckpt_manifest.list_files(d) == names  # parts are never part of the manifest
+    with open(part, "w") as f:
+        json.dump({"__1_0.distcp": {"size": 200_000, ckpt_manifest.HASH: "precomputed"}}, f)
+    assert ckpt_manifest.describe(d, names, 1, 2)["__1_0.distcp"][ckpt_manifest.HASH] == "precomputed"
+    assert not os.path.exists(part)
+    with open(part, "w") as f:
+        json.dump({"__1_0.distcp": {"size": 1, ckpt_manifest.HASH: "stale"}}, f)
+    assert ckpt_manifest.describe(d, names, 1, 2)["__1_0.distcp"] == files["__1_0.distcp"]
     ckpt_manifest.write_manifest(d, files, step=1, layout={"tp": 1})
     assert ckpt_manifest.verify(d) is None
     assert ckpt_manifest.read_manifest(d)["step"] == 1
@@ -349,11 +361,20 @@ _INJECT = '''
 import builtins, errno, os, runpy, sys
 ckpt_dir, budget = sys.argv.pop(1), int(sys.argv.pop(1))
 real_open = builtins.open
+real_statvfs = os.statvfs
+def used():
+    return sum(os.path.getsize(os.path.join(r, n)) for r, _, fs in os.walk(ckpt_dir) for n in fs)
+def full_statvfs(path):  # the device of the checkpoint dir has budget bytes
+    st = real_statvfs(path)
+    if not str(path).startswith(ckpt_dir):
+        return st
+    free = max(0, budget - used()) // st.f_frsize
+    return os.statvfs_result((st.f_bsize, st.f_frsize, budget // st.f_frsize, free, free) + tuple(st)[5:])
+os.statvfs = full_statvfs
 class Full:
     def __init__(self, f): self._f = f
     def write(self, data):
-        used = sum(os.path.getsize(os.path.join(r, n)) for r, _, fs in os.walk(ckpt_dir) for n in fs)
-        if used + len(data) > budget:
+        if used() + len(data) > budget:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return self._f.write(data)
     def __getattr__(self, name): return getattr(self._f, name)
@@ -384,7 +405,7 @@ def test_full_disk_during_a_save_is_one_line_and_latest_stays_good(tmp_path, asy
         os.makedirs(copy)
         out = subprocess.run(["unshare", "-Urm", "sh", "-c", script], env=_env(), stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True, timeout=400)
-    else:  # an injected ENOSPC in every write under the checkpoint dir past the budget
+    else:  # injected: writes under the checkpoint dir past the budget fail with ENOSPC, statvfs agrees
         wrapper = tmp_path / "full_disk.py"
         wrapper.write_text(_INJECT)
         out = subprocess.run([sys.executable, str(wrapper), ck, str(budget), DRIVER, *args], env=_env(),
@@ -421,3 +442,48 @@ def test_read_only_run_dir_is_one_line_exit_2_at_start(tmp_path):
     line = _one_error_line(out.stdout)
     assert f"{run_dir} is not writable" in line and ("Read-only file system" in line or "Permission" in line), line
     assert os.listdir(run_dir) == []
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_two_ranks_share_the_manifest_and_fall_back_together(tmp_path):
+    """DP=2 (two gloo processes): each rank hashes its own shards on save and verifies them on resume; a flip in
+    rank 1's shard is found (by rank 1), both ranks fall back together, and the steps trained again equal the first
+    time's, bitwise."""
+    import socket
+
+    def torchrun(args):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        env = _env()
+        for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+            env.pop(key, None)
+        return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
+                               f"--master-port={port}", DRIVER, *args], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, timeout=400)
+
+    common = ["train.iters=6", "checkpoint.save_interval=3", "checkpoint.keep_last=3", "train.eval_interval=0"]
+    run_dir = str(tmp_path / "run")
+    out = torchrun([f"run_dir={run_dir}", *common, "train.exit_after_iters=3"])
+    assert out.returncode == 0, out.stdout[-4000:]
+    out = torchrun([f"run_dir={run_dir}", *common])  # resumes from 3, saves at 6
+    assert out.returncode == 0, out.stdout[-4000:]
+    first = _records(run_dir)
+    ck = os.path.join(run_dir, "checkpoints")
+    manifest = ckpt_manifest.read_manifest(os.path.join(ck, "iter_0000006"))
+    assert manifest["layout"]["dp"] == 2 and {"__0_0.distcp", "__1_0.distcp"} <= set(manifest["files"])
+    shard = os.path.join(ck, "iter_0000006", "__1_0.distcp")  # written and hashed by rank 1
+    with open(shard, "r+b") as f:
+        f.seek(os.path.getsize(shard) // 2)
+        data = f.read(16)
+        f.seek(os.path.getsize(shard) // 2)
+        f.write(bytes(x ^ 0xFF for x in data))
+    # the relaunch: iter_6 does not verify (rank 1 finds it), both ranks resume from iter_3 and train 4..6 again
+    out = torchrun([f"run_dir={run_dir}", *common])
+    assert out.returncode == 0, out.stdout[-4000:]
+    assert os.path.isdir(os.path.join(ck, "iter_0000006.corrupt-checksum")), out.stdout[-3000:]
+    assert "__1_0.distcp" in out.stdout and "does not verify" in out.stdout
+    again = _records(run_dir)
+    assert [r["step"] for r in again] == list(range(1, 7))
+    assert [(r["loss"], r["grad_norm"]) for r in again] == [(r["loss"], r["grad_norm"]) for r in first]

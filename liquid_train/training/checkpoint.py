@@ -327,6 +327,19 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:200]}"
 
 
+def _hash_after(write: Callable, partial: str, rank: int) -> Callable:
+    """The async writer checksums the shards it just wrote (still in the page cache), off the training thread;
+    the finalize step then only hashes the small files. A failed write is reported by the finalize step."""
+    def write_then_hash(*args, **kwargs):
+        write(*args, **kwargs)
+        try:
+            ckpt_manifest.hash_own_shards(partial, rank)
+        except OSError as exc:
+            logger.debug("async writer could not checksum its shards (%s); the finalize step will", exc)
+
+    return write_then_hash
+
+
 class CheckpointManager:
     """Saves and loads trainer checkpoints; every method is called on all ranks, from the training thread (the
     checkpoint writers it starts are tied to it, see ``ckpt_children``)."""
@@ -374,6 +387,8 @@ class CheckpointManager:
                     _barrier()
                 else:
                     request.add_finalize_fn(publish)
+                    if request.async_fn is not None:
+                        request = request._replace(async_fn=_hash_after(request.async_fn, partial, _rank()))
                     self._queue.schedule_async_request(request)
                     self._in_flight = (iteration, partial)
         except CheckpointError:

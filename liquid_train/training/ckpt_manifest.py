@@ -34,6 +34,7 @@ from liquid_train.atomic import atomic_write_text
 MANIFEST = "manifest.json"
 FORMAT = "liquid-train-checkpoint-manifest/1"
 HASH = "xxh3_128"
+PART_PREFIX = ".manifest-part-"  # a rank's shard checksums, computed by its async writer, consumed by describe
 _CHUNK = 8 << 20
 _RANK_FILE_RE = re.compile(r"^__(\d+)_\d+\.distcp$")
 
@@ -66,12 +67,12 @@ def hash_file(path: str) -> str:
 
 
 def list_files(ckpt: str) -> List[str]:
-    """Every regular file under ``ckpt`` except the manifest, as sorted relative paths."""
+    """Every regular file under ``ckpt`` except the manifest (and its parts), as sorted relative paths."""
     names = []
     for root, _, files in os.walk(ckpt):
         for name in files:
             rel = os.path.relpath(os.path.join(root, name), ckpt)
-            if rel != MANIFEST:
+            if rel != MANIFEST and not rel.startswith(PART_PREFIX):
                 names.append(rel)
     return sorted(names)
 
@@ -86,13 +87,36 @@ def owner(name: str, index: int, world: int) -> int:
 
 
 def describe(ckpt: str, names: Iterable[str], rank: int = 0, world: int = 1) -> Dict[str, Dict]:
-    """``{name: {"size", HASH}}`` for the files of ``names`` that ``rank`` owns."""
+    """``{name: {"size", HASH}}`` for the files of ``names`` that ``rank`` owns. Checksums its async writer already
+    computed (:func:`hash_own_shards`) are used when the size still matches; the part file is then removed."""
+    part_path = os.path.join(ckpt, f"{PART_PREFIX}{rank}.json")
+    known: Dict[str, Dict] = {}
+    if os.path.exists(part_path):
+        try:
+            with open(part_path) as f:
+                known = json.load(f)
+        except (OSError, ValueError):
+            known = {}
+        os.unlink(part_path)
     out = {}
     for i, name in enumerate(names):
         if owner(name, i, world) == rank:
             path = os.path.join(ckpt, name)
-            out[name] = {"size": os.path.getsize(path), HASH: hash_file(path)}
+            size = os.path.getsize(path)
+            entry = known.get(name)
+            if not (isinstance(entry, dict) and entry.get("size") == size and entry.get(HASH)):
+                entry = {"size": size, HASH: hash_file(path)}
+            out[name] = entry
     return out
+
+
+def hash_own_shards(ckpt: str, rank: int) -> None:
+    """Checksum this rank's ``__<rank>_*.distcp`` shards into a part file for :func:`describe`. Called by the async
+    writer process right after it wrote them, so that the training thread does not read them again."""
+    names = [n for n in os.listdir(ckpt) if (m := _RANK_FILE_RE.match(n)) and int(m.group(1)) == rank]
+    entries = {n: {"size": os.path.getsize(os.path.join(ckpt, n)), HASH: hash_file(os.path.join(ckpt, n))}
+               for n in names}
+    atomic_write_text(os.path.join(ckpt, f"{PART_PREFIX}{rank}.json"), json.dumps(entries))
 
 
 def write_manifest(ckpt: str, files: Dict[str, Dict], step: int, layout: Optional[Dict] = None) -> str:
