@@ -6,7 +6,8 @@ the kernel sends it ``SIGKILL`` as soon as its parent dies.
 
 Two ways in:
 
-- :func:`die_with_parent` as the initializer of a spawned process (e.g. ``SyncManager.start(initializer=...)``);
+- :func:`die_with_parent` (or :func:`helper_initializer`, which also leaves the process group's preemption
+  signals to the parent) as the initializer of a spawned process (``SyncManager.start(initializer=...)``);
 - :func:`tied_forks`: processes forked while it is entered (through ``os.fork``, ``multiprocessing`` fork
   contexts) ask for the signal in an ``os.register_at_fork`` child hook. The flag is inherited by the forked
   child, so its own forks are tied to it in turn. Forks outside the block are untouched.
@@ -42,6 +43,15 @@ def die_with_parent(parent_pid: Optional[int] = None) -> None:
         return
     if parent_pid is not None and os.getppid() != parent_pid:
         os._exit(1)  # the parent died before the request was in place
+
+
+def helper_initializer(parent_pid: int, ignore=(int(signal.SIGINT), int(signal.SIGTERM), int(signal.SIGUSR1))) -> None:
+    """Initializer for a helper server (a multiprocessing Manager): the signals a terminal or a job scheduler sends
+    to the whole process group (Ctrl-C, SLURM's SIGTERM/SIGUSR1 before preemption) are for the parent to act on
+    (it checkpoints through the helper, then stops it), so the helper ignores them; it dies with its parent."""
+    for sig in ignore:
+        signal.signal(sig, signal.SIG_IGN)
+    die_with_parent(parent_pid)
 
 
 def _before_fork() -> None:

@@ -139,3 +139,32 @@ def test_no_process_is_left_after_a_run_ends(tmp_path, end):
         (alive,) = [json.loads(line[6:]) for line in out.splitlines() if line.startswith("ALIVE ")]
         assert [c for c in alive if "resource_tracker" not in c] == [], alive
     _assert_session_empties(proc.pid)
+
+
+@pytest.mark.slow
+def test_preemption_signal_to_the_whole_process_group_saves_then_leaves_no_process(tmp_path):
+    """SLURM signals every process of a job step: the writer Manager must survive SIGUSR1 (the trainer still needs
+    it for the preemption checkpoint) and go when the trainer goes."""
+    from liquid_train.training import ckpt_manifest
+
+    run_dir = str(tmp_path / "run")
+    proc = _launch([f"run_dir={run_dir}", "train.iters=100000", "checkpoint.save_interval=2",
+                    "checkpoint.async_save=true"])
+    try:
+        deadline = time.time() + 300
+        while _steps(run_dir) < 3 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert proc.poll() is None and _steps(run_dir) >= 3, proc.stdout.read()[-3000:] if proc.poll() else "slow"
+        os.killpg(proc.pid, signal.SIGUSR1)
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out[-3000:]
+    ck = os.path.join(run_dir, "checkpoints")
+    with open(os.path.join(ck, "latest")) as f:
+        name = f.read().strip()
+    assert int(name[5:]) == _steps(run_dir)  # the preemption checkpoint is the last step trained
+    assert ckpt_manifest.verify(os.path.join(ck, name)) is None
+    _assert_session_empties(proc.pid)

@@ -29,6 +29,7 @@ import os
 import re
 import shutil
 import tempfile
+import weakref
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
@@ -350,6 +351,8 @@ class CheckpointManager:
         self.async_save = async_save
         self._queue = None
         self._in_flight: Optional[Tuple[int, str]] = None
+        self._token = object()  # owns the writer Manager (ckpt_children) from the first save on
+        weakref.finalize(self, ckpt_children.release_results_queue, self._token)
         if async_save:
             from megatron.core.dist_checkpointing.strategies.async_utils import AsyncCallsQueue
 
@@ -375,7 +378,7 @@ class CheckpointManager:
                         shutil.rmtree(stale)
                 os.makedirs(partial)
             _barrier()
-            ckpt_children.install_results_queue()
+            ckpt_children.install_results_queue(self._token)
             strategy = get_default_save_sharded_strategy("torch_dist")
             with ckpt_children.tied_forks():
                 request = dist_checkpointing.save(sharded_state_dict, partial, strategy,
@@ -455,7 +458,7 @@ class CheckpointManager:
         finally:
             if self._queue is not None:
                 self._queue.close(abort=True)  # nothing is left to finalize; a failed save must not be retried
-            ckpt_children.release_results_queue()
+            ckpt_children.release_results_queue(self._token)
 
     def _prune(self) -> None:
         done = list_checkpoints(self.ckpt_dir)
