@@ -136,6 +136,24 @@ def test_manifest_names_the_first_bad_file_and_ranks_share_the_hashing(tmp_path)
         ckpt_manifest.verify(d)
 
 
+def test_manifest_tool_compares_a_trusted_digest_first(tmp_path, capsys):
+    d = str(tmp_path / "iter_0000002")
+    os.makedirs(d)
+    with open(os.path.join(d, "__0_0.distcp"), "wb") as f:
+        f.write(os.urandom(10_000))
+    with open(os.path.join(d, "trainer_state.json"), "w") as f:
+        json.dump({"iteration": 2}, f)
+    assert ckpt_manifest.main([d, "--write-manifest"]) == 0
+    assert ckpt_manifest.read_manifest(d)["step"] == 2
+    digest = capsys.readouterr().out.split("sha256 ")[1].strip()
+    assert ckpt_manifest.main([d, "--expect", digest]) == 0
+    with open(os.path.join(d, "__0_0.distcp"), "r+b") as f:
+        f.write(b"\x00\x01")
+    assert ckpt_manifest.main([d, "--expect", digest]) == 1  # a digest mismatch stops before parsing anything
+    assert ckpt_manifest.main([d]) == 2  # and the manifest names the file
+    assert "__0_0.distcp" in capsys.readouterr().err
+
+
 def test_tensorboard_and_wandb_never_show_a_step_twice(tmp_path, monkeypatch):
     """A first attempt logs steps 1..13 and dies; the resume from the step-10 checkpoint replays 11..13 with other
     values. TensorBoard (as its reader loads it) shows each step once with the replay's values; wandb is sent

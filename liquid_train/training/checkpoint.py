@@ -194,7 +194,8 @@ def _problem(path: str) -> Optional[Problem]:
     if not _has_manifest(path):
         problem = _on_rank0(lambda: ckpt_manifest.check_structure(path))
         if problem is None and _rank() == 0:
-            logger.warning("%s has no %s (written before manifests existed?): only its structure was checked",
+            logger.warning("%s has no %s (written before manifests existed, or by hf-to-megatron): only its "
+                           "structure was checked",
                            path, ckpt_manifest.MANIFEST)
         return problem
     found = [p for p in _all_gather(ckpt_manifest.verify(path, _rank(), _world())) if p is not None]

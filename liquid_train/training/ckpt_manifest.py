@@ -9,7 +9,8 @@ checkpoint. Verifying it names the first bad file and why.
 The checksum is XXH3-128 (``xxhash``): it streams at memory speed, so it adds a few percent to a save (see
 docs/benchmarks.md). It detects accidents (bit rot, truncated copies, a full disk), not tampering: it is not a
 cryptographic hash. :func:`strong_digest` (SHA-256 over every file) is the value to compare against one published
-by whoever made a checkpoint you did not make yourself (``python -m liquid_train.training.ckpt_manifest``).
+by whoever made a checkpoint you did not make yourself (``python -m liquid_train.training.ckpt_manifest
+<dir> --expect <sha256>``, which compares it before parsing anything).
 
 Checkpoints without a manifest (made before manifests existed, or model checkpoints written by
 ``hf-to-megatron``) get :func:`check_structure`: metadata files parse and every stored item lies inside its file,
@@ -203,11 +204,10 @@ def check_structure(ckpt: str) -> Optional[Problem]:
 
 
 def strong_digest(ckpt: str) -> str:
-    """SHA-256 over the manifest's files in order (name, size, bytes): one value to compare with a trusted one."""
-    doc = read_manifest(ckpt)
-    names = sorted(doc["files"]) if isinstance(doc, dict) else list_files(ckpt)
+    """SHA-256 over every file but the manifest, in name order (name, size, bytes): one value to compare with one
+    you trust. Reads bytes only (unpickles nothing)."""
     h = hashlib.sha256()
-    for name in names:
+    for name in list_files(ckpt):
         path = os.path.join(ckpt, name)
         h.update(f"{name}\0{os.path.getsize(path)}\0".encode())
         with open(path, "rb") as f:
@@ -221,24 +221,37 @@ def main(argv=None) -> int:
         prog="python -m liquid_train.training.ckpt_manifest",
         description="Verify a checkpoint directory against its manifest and print its SHA-256 digest.")
     parser.add_argument("ckpt", help="a checkpoint directory (iter_*)")
-    parser.add_argument("--expect", help="the SHA-256 digest you trust; exit 1 if it differs")
+    parser.add_argument("--expect", help="the SHA-256 digest you trust: compared first, before anything is parsed; "
+                                         "exit 1 if it differs")
+    parser.add_argument("--write-manifest", action="store_true",
+                        help="write manifest.json from the files as they are now (a checkpoint without one that you "
+                             "know is good, e.g. repaired by hand); the step is read from trainer_state.json")
     args = parser.parse_args(argv)
     if not os.path.isdir(args.ckpt):
         print(f"error: {args.ckpt} is not a directory", file=sys.stderr)
         return 2
+    digest = strong_digest(args.ckpt)
+    if args.expect and args.expect.lower() != digest:
+        print(f"error: {args.ckpt}: sha256 {digest} differs from --expect {args.expect}; do not load it",
+              file=sys.stderr)
+        return 1
+    if args.write_manifest:
+        step = None
+        try:
+            with open(os.path.join(args.ckpt, "trainer_state.json")) as f:
+                step = json.load(f).get("iteration")
+        except (OSError, ValueError):
+            pass
+        write_manifest(args.ckpt, describe(args.ckpt, list_files(args.ckpt)), step=step)
     try:
         problem = verify(args.ckpt)
     except FileNotFoundError:
+        print(f"{args.ckpt}: no {MANIFEST}; checking the structure only (this unpickles .metadata)")
         problem = check_structure(args.ckpt)
-        print(f"{args.ckpt}: no {MANIFEST}; checked the structure only")
     if problem is not None:
         print(f"error: {args.ckpt}: {problem}", file=sys.stderr)
         return 2
-    digest = strong_digest(args.ckpt)
     print(f"{args.ckpt}: verifies; sha256 {digest}")
-    if args.expect and args.expect.lower() != digest:
-        print(f"error: sha256 differs from --expect {args.expect}", file=sys.stderr)
-        return 1
     return 0
 
 
