@@ -34,6 +34,7 @@ setup(
         "pyyaml>=6",
         "tensorboard>=2.15",
         "wandb>=0.17",
+        "xxhash>=3.4",  # checkpoint manifests (liquid_train/training/ckpt_manifest.py)
         "threadpoolctl>=3.1",  # one BLAS thread for the scaling-law fits (tools/scaling_laws.py)
     ],
     extras_require={

@@ -16,6 +16,7 @@ from typing import List, Optional
 from omegaconf import OmegaConf
 
 from liquid_train.training import TrainingAborted, run
+from liquid_train.training.checkpoint import CheckpointError
 from liquid_train.training.config import ConfigError, config_sources, load_config
 
 
@@ -40,6 +41,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ConfigError as err:
         if _is_rank0():
             print(f"liquid-train: {err.located(sources)}", file=sys.stderr)
+        return 2
+    except CheckpointError as err:  # a damaged or unwritable checkpoint / run dir: one line, no traceback
+        print(f"liquid-train: {err}", file=sys.stderr)
         return 2
     except TrainingAborted as err:
         print(f"liquid-train: training aborted: {err}", file=sys.stderr)

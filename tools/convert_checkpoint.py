@@ -66,6 +66,7 @@ def main(argv=None) -> int:
 
     from liquid_train.models.hf_conversion import ConversionError, hf_to_megatron, import_arch, megatron_to_hf
     from liquid_train.parallel import destroy_parallel, initialize_parallel
+    from liquid_train.training.checkpoint import CheckpointError, verify_checkpoint
 
     try:
         if args.cmd == "hf-to-megatron":
@@ -82,10 +83,11 @@ def main(argv=None) -> int:
                   f"{arch.hidden_size}), vocab {vocab.vocab_size} rows, image ids from {vocab.image_token_offset}")
         else:
             initialize_parallel(1, 1)
-            megatron_to_hf(resolve_checkpoint(args.ckpt), args.out, tokenizer_dir=args.tokenizer_dir,
-                           dtype=args.dtype, notify=_note)
+            ckpt = resolve_checkpoint(args.ckpt)
+            verify_checkpoint(ckpt)  # manifest (or structure) first: a damaged shard is one line, naming the file
+            megatron_to_hf(ckpt, args.out, tokenizer_dir=args.tokenizer_dir, dtype=args.dtype, notify=_note)
             print(f"wrote {args.out}")
-    except (ConversionError, ValueError, KeyError, FileNotFoundError) as exc:
+    except (ConversionError, CheckpointError, ValueError, KeyError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:

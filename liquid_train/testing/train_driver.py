@@ -27,6 +27,7 @@ from liquid_train import parallel
 from liquid_train.models.builder import build_from_run_config
 from liquid_train.testing.runs import ensure_tiny_run_data, tiny_run_overrides
 from liquid_train.training import TrainingAborted, load_config, run
+from liquid_train.training.checkpoint import CheckpointError
 from liquid_train.training.trainer import ModelProvider, default_model_provider
 from liquid_train.vocab import LiquidVocab
 
@@ -107,6 +108,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         except TrainingAborted as err:
             print(f"ABORTED: {err}", file=sys.stderr)
             return 3
+        except CheckpointError as err:  # as the CLI: one line, exit 2
+            print(f"liquid-train: {err}", file=sys.stderr)
+            return 2
         return 0
     first = _config(data, args.families.split(",")[0], overrides, run_dir)
     p = first.parallel

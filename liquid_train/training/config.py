@@ -137,6 +137,8 @@ class CheckpointConfig:
     async_save: bool = False
     resume: bool = True
     """Auto-resume from ``<run_dir>/checkpoints/latest`` when it exists."""
+    verify: bool = True
+    """Check a checkpoint against its manifest (sizes, checksums) before resuming from it; false skips the check."""
     save_at_end: bool = True
     dir: Optional[str] = None
     """Defaults to ``<run_dir>/checkpoints``."""

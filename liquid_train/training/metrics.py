@@ -2,7 +2,10 @@
 
 Why the jsonl is truncated on resume: a run killed after its last checkpoint logged steps that the resumed run
 trains again; dropping lines past the checkpoint's step keeps exactly one line per step, so the file of a
-preempted run is identical to that of an uninterrupted one.
+preempted run is identical to that of an uninterrupted one. The other sinks must not show the replayed steps
+twice either: tensorboard is opened with ``purge_step`` (readers drop the earlier attempt's events from that step
+on, so the replay's values are shown), and wandb, whose run is resumed by id and only accepts increasing steps,
+is sent only the steps past the last one the earlier attempt logged (it keeps that attempt's values).
 """
 from __future__ import annotations
 
@@ -22,20 +25,24 @@ def _clean(value):
     return value
 
 
-def truncate_after(path: str, step: int) -> None:
-    """Keep only lines with ``step <= step`` (atomic rewrite); drop a torn last line."""
+def truncate_after(path: str, step: int) -> int:
+    """Keep only lines with ``step <= step`` (atomic rewrite); drop a torn last line. Returns the largest step
+    the file had (0 for none): what the earlier attempt logged."""
     if not os.path.exists(path):
-        return
+        return 0
     kept = []
+    logged = 0
     with open(path) as f:
         for line in f:
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line torn by kill -9
+            logged = max(logged, rec.get("step", 0))
             if rec.get("step", 0) <= step:
                 kept.append(json.dumps(rec) + "\n")
     atomic_write_text(path, "".join(kept))
+    return logged
 
 
 class MetricsLogger:
@@ -51,12 +58,12 @@ class MetricsLogger:
         if not enabled:
             return
         os.makedirs(run_dir, exist_ok=True)
-        truncate_after(self.path, resume_step)
+        self._wandb_after = truncate_after(self.path, resume_step)  # wandb already has these steps
         self._file = open(self.path, "a", buffering=1)
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(os.path.join(run_dir, "tensorboard"))
+            self._tb = SummaryWriter(os.path.join(run_dir, "tensorboard"), purge_step=resume_step + 1)
         if wandb_mode != "disabled":
             os.environ.setdefault("WANDB_SILENT", "true")
             import wandb
@@ -79,7 +86,7 @@ class MetricsLogger:
         if self._tb is not None:
             for k, v in scalars.items():
                 self._tb.add_scalar(k, v, step)
-        if self._wandb is not None:
+        if self._wandb is not None and step > self._wandb_after:
             self._wandb.log(scalars, step=step)
 
     def log_image(self, tag: str, png_path: str, step: int) -> None:
@@ -90,7 +97,7 @@ class MetricsLogger:
             from PIL import Image
 
             self._tb.add_image(tag, np.asarray(Image.open(png_path).convert("RGB")), step, dataformats="HWC")
-        if self._wandb is not None:
+        if self._wandb is not None and step > self._wandb_after:
             import wandb
 
             self._wandb.log({tag: wandb.Image(png_path)}, step=step)

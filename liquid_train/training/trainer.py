@@ -475,6 +475,7 @@ def run(cfg, model_provider: Optional[ModelProvider] = None, data_provider: Opti
     Returns the last train metrics record (plus ``preempted: True`` when stopped by a signal).
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    ckpt.check_writable(cfg.run_dir, cfg.checkpoint.dir)  # a read-only run dir fails now, in one line
     if model_provider is None or data_provider is None:
         from liquid_train.training.preflight import preflight
 
@@ -492,7 +493,9 @@ def run(cfg, model_provider: Optional[ModelProvider] = None, data_provider: Opti
         if data_provider is None:
             data_provider = default_data_provider(cfg, model_provider.vocab)
         trainer = Trainer(cfg, model_provider, data_provider)
-        resume_path = ckpt.read_latest(trainer.ckpt_dir) if cfg.checkpoint.resume else None
+        resume_path = ckpt.find_resumable(trainer.ckpt_dir, cfg.checkpoint.verify) if cfg.checkpoint.resume else None
+        if ckpt.finished(resume_path, cfg.train.iters):  # a finished run relaunched does nothing (and says so)
+            return {"finished": True}
         if resume_path is not None:
             trainer.load_checkpoint(resume_path)
         elif cfg.model.init_from:
