@@ -9,14 +9,20 @@ megatron's GPTDataset cuts its samples; a window is *splittable*: the packer may
 image. Text, ``text_sample="document"``: the units are document pieces of at most W positions, packed whole. Either
 way a sample is a pure function of (seed, task, i).
 
-The class looks like a megatron ``MegatronDataset`` to `BlendedDataset` (``unique_identifiers``, ``index_split``,
-``__len__``, ``__getitem__``), which is all BlendedDataset uses.
+The class looks like a megatron ``MegatronDataset`` (``unique_identifiers``, ``index_split``, ``__len__``,
+``__getitem__``).
+
+Memory: the indexed dataset's arrays stay memory-mapped views; what is derived from all documents (lengths per unit,
+epoch permutations, the document starts of a text epoch, the pieces of document mode) is computed only when asked
+for, which only the index builder does. A rank that trains gets those tables from the built index (``tables``, see
+`liquid_train.data.index`), memory-mapped read-only, so it holds no per-document array of its own.
 """
 from __future__ import annotations
 
+import functools
 import os
 from collections import OrderedDict
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -57,22 +63,34 @@ def split_documents(num_documents: int, valid_fraction: float) -> Dict[str, Tupl
     return {"train": (0, num_documents - num_valid), "valid": (num_documents - num_valid, num_documents)}
 
 
-class _EpochPermutations:
-    """Seeded permutation of the units for each epoch (small LRU; epochs are visited nearly in order)."""
+def _compact(array: np.ndarray) -> np.ndarray:
+    """int32 when the values allow (permutations, sequence numbers): half the memory, the same values."""
+    if array.size and array.max(initial=0) < np.iinfo(np.int32).max and array.min(initial=0) >= 0:
+        return array.astype(np.int32)
+    return array
 
-    def __init__(self, num_units: int, seed: int, task: int, shuffle: bool):
+
+class _EpochPermutations:
+    """Seeded permutation of the units for each epoch (small LRU; epochs are visited nearly in order), or the one
+    stored in the built index (``tables``: ``perm-e<epoch>``, memory-mapped)."""
+
+    def __init__(self, num_units: int, seed: int, task: int, shuffle: bool, tables=None):
         self.num_units, self.seed, self.task, self.shuffle = num_units, seed, task, shuffle
+        self.tables = tables
         self._cache: "OrderedDict[int, np.ndarray]" = OrderedDict()
+
+    def compute(self, epoch: int) -> np.ndarray:
+        if self.shuffle:
+            return _compact(np.random.default_rng([self.seed, self.task, epoch, 0x51]).permutation(self.num_units))
+        return np.arange(self.num_units)
 
     def __call__(self, epoch: int) -> np.ndarray:
         perm = self._cache.get(epoch)
         if perm is None:
-            if self.shuffle:
-                perm = np.random.default_rng([self.seed, self.task, epoch, 0x51]).permutation(self.num_units)
-            else:
-                perm = np.arange(self.num_units)
+            stored = self.tables.array(f"perm-e{epoch}") if self.tables is not None else None
+            perm = stored if stored is not None else self.compute(epoch)
             self._cache[epoch] = perm
-            if len(self._cache) > 4:
+            if len(self._cache) > 2:
                 self._cache.popitem(last=False)
         return perm
 
@@ -87,45 +105,51 @@ class _EpochPermutations:
 
 
 class LiquidTaskDataset(torch.utils.data.Dataset):
-    """One task (text / t2i / i2t) of one split, ``num_samples`` long (wrapping into new epochs)."""
+    """One task (text / t2i / i2t) of one split of one source, ``num_samples`` long (wrapping into new epochs).
+
+    ``tables`` (optional): the source's tables in a built index (an object with ``array(name)`` and
+    ``value(name)``, None for what it lacks); without them every table is computed from the documents."""
 
     def __init__(self, task: int, indexed, prefix: str, templates: LiquidTemplates, doc_range: Tuple[int, int],
                  num_samples: int, split: str = "train", shuffle: bool = True, text_chunk_length: int = None,
-                 text_sample: str = "window"):
+                 text_sample: str = "window", tables=None, name: str = None):
         from megatron.core.datasets.utils import Split
 
         self.task = task
         self.indexed = indexed
         self.templates = templates
+        self.tables = tables
+        self.name = name or os.path.basename(prefix)
         self.num_samples = int(num_samples)
         self.index_split = Split.train if split == "train" else Split.valid
-        seq_lengths = np.asarray(indexed.sequence_lengths, dtype=np.int64)
-        docs = np.asarray(indexed.document_indices, dtype=np.int64)
+        self._seq_lengths = np.asarray(indexed.sequence_lengths)  # int32 view of the mapped .idx
+        docs = np.asarray(indexed.document_indices)
         start, end = doc_range
-        first_seq = docs[start:end]
+        first_seq = docs[start:end]  # a view: the first sequence of each document
+        if len(first_seq) == 0:
+            raise ValueError(f"{prefix}: no {split} documents for task {TASK_NAMES[task]}")
         self.splittable = task == TASK_TEXT and text_sample == "window"
         self.wraps = split == "train"  # validation visits one epoch; its last window may be shorter
         if self.splittable:
             self.window = int(text_chunk_length or templates.seq_length)
-            self._build_text_stream(first_seq, seq_lengths[first_seq])
-        elif task == TASK_TEXT:
-            chunk = min(text_chunk_length or templates.seq_length, templates.seq_length)
-            self._build_text_units(first_seq, seq_lengths[first_seq], chunk)
-        else:
-            self.unit_caption_seq = first_seq
-            self.unit_caption_len = seq_lengths[first_seq]
-            self.unit_image_len = seq_lengths[first_seq + 1]
-            if len(first_seq):
-                templates.check_image_fits(int(self.unit_image_len.max()), where=f"{prefix} ({TASK_NAMES[task]})")
-        if self.splittable:
+            self.doc_seq = first_seq
+            stored = tables.value("epoch_positions") if tables is not None else None
+            self.epoch_positions = int(stored) if stored is not None else int(self.doc_positions.sum())
             self.num_units = -(-self.epoch_positions // self.window)  # windows per epoch (the last may straddle)
             num_permuted = len(first_seq)
-        else:
-            self.num_units = len(self.unit_footprint_base) if task == TASK_TEXT else len(first_seq)
+        elif task == TASK_TEXT:
+            self._piece_length = min(text_chunk_length or templates.seq_length, templates.seq_length)
+            self._first_seq = first_seq
+            self._units: Optional[Dict[str, np.ndarray]] = None
+            stored = tables.value("num_units") if tables is not None else None
+            self.num_units = int(stored) if stored is not None else len(self.unit_seq)
             num_permuted = self.num_units
-        if len(first_seq) == 0:
-            raise ValueError(f"{prefix}: no {split} documents for task {TASK_NAMES[task]}")
-        self.permutations = _EpochPermutations(num_permuted, templates.seed, task, shuffle)
+        else:
+            self.unit_caption_seq = first_seq
+            self.num_units = num_permuted = len(first_seq)
+            if tables is None:  # a built index was checked when it was built
+                templates.check_image_fits(int(self.unit_image_len.max()), where=f"{prefix} ({TASK_NAMES[task]})")
+        self.permutations = _EpochPermutations(num_permuted, templates.seed, task, shuffle, tables)
         self._epoch_starts: "OrderedDict[int, np.ndarray]" = OrderedDict()
         self.unique_identifiers = OrderedDict(
             [("class", type(self).__name__), ("task", TASK_NAMES[task]), ("path", prefix), ("split", split),
@@ -134,24 +158,80 @@ class LiquidTaskDataset(torch.utils.data.Dataset):
              ("text_chunk_length", text_chunk_length), ("text_sample", text_sample if task == TASK_TEXT else None)]
         )
 
-    def _build_text_stream(self, seqs: np.ndarray, lengths: np.ndarray) -> None:
-        self.doc_seq = seqs
-        self.doc_length = lengths
-        self.doc_positions = lengths + 1  # [bos] doc -> doc [eos]
-        self.epoch_positions = int(self.doc_positions.sum())
+    # --- tables derived from every document (computed on first use: the index builder, validation splits) ------
+    @functools.cached_property
+    def unit_caption_len(self) -> np.ndarray:
+        return self._seq_lengths[self.unit_caption_seq]
 
-    def _build_text_units(self, seqs: np.ndarray, lengths: np.ndarray, seq_length: int) -> None:
+    @functools.cached_property
+    def unit_image_len(self) -> np.ndarray:
+        return self._seq_lengths[self.unit_caption_seq + 1]
+
+    @functools.cached_property
+    def doc_length(self) -> np.ndarray:
+        return self._seq_lengths[self.doc_seq].astype(np.int64)
+
+    @functools.cached_property
+    def doc_positions(self) -> np.ndarray:
+        return self.doc_length + 1  # [bos] doc -> doc [eos]
+
+    def _document_length(self, doc: int) -> int:
+        return int(self._seq_lengths[self.doc_seq[doc]])
+
+    def _text_units(self) -> Dict[str, np.ndarray]:
+        """Document mode: the pieces of ``doc + [eos]`` of at most the piece length, from the index or computed."""
+        if self._units is None:
+            names = ("seq", "offset", "read_len", "ends", "footprint")
+            stored = {n: self.tables.array(f"units-{n}") for n in names} if self.tables is not None else {}
+            if all(v is not None for v in stored.values()) and stored:
+                self._units = stored
+            else:
+                self._units = self._build_text_units(self._first_seq, self._seq_lengths[self._first_seq].astype(np.int64),
+                                                     self._piece_length)
+        return self._units
+
+    unit_seq = property(lambda self: self._text_units()["seq"])
+    unit_offset = property(lambda self: self._text_units()["offset"])
+    unit_read_len = property(lambda self: self._text_units()["read_len"])
+    unit_ends = property(lambda self: self._text_units()["ends"])
+    unit_footprint_base = property(lambda self: self._text_units()["footprint"])
+
+    @staticmethod
+    def _build_text_units(seqs: np.ndarray, lengths: np.ndarray, seq_length: int) -> Dict[str, np.ndarray]:
         stream = lengths + 1  # document + [eos]
         pieces = (stream + seq_length - 1) // seq_length
         owner = np.repeat(np.arange(len(seqs)), pieces)
         first_piece = np.repeat(np.cumsum(pieces) - pieces, pieces)
         piece_no = np.arange(len(owner)) - first_piece
-        self.unit_seq = seqs[owner]
-        self.unit_offset = piece_no * seq_length
-        piece_len = np.minimum(seq_length, stream[owner] - self.unit_offset)  # footprint = len([bos]+piece) - 1
-        self.unit_ends = self.unit_offset + piece_len == stream[owner]
-        self.unit_read_len = piece_len - self.unit_ends
-        self.unit_footprint_base = piece_len
+        offset = piece_no * seq_length
+        piece_len = np.minimum(seq_length, stream[owner] - offset)  # footprint = len([bos]+piece) - 1
+        ends = offset + piece_len == stream[owner]
+        return {"seq": seqs[owner], "offset": offset, "read_len": piece_len - ends, "ends": ends,
+                "footprint": piece_len}
+
+    def tables_to_store(self, last_epoch: int) -> Dict[str, object]:
+        """What a rank needs to read samples ``0 .. (epoch last_epoch)`` without any per-document computation:
+        the epoch permutations (and text epochs' document starts), the pieces of document mode, and scalars."""
+        out: Dict[str, object] = {}
+        if self.permutations.shuffle:
+            for epoch in range(last_epoch + 1):
+                out[f"perm-e{epoch}"] = self.permutations(epoch)
+                if self.splittable:
+                    out[f"starts-e{epoch}"] = self._epoch_document_starts(epoch)
+        if self.splittable:
+            out["epoch_positions"] = self.epoch_positions
+        elif self.task == TASK_TEXT:
+            out.update({f"units-{k}": v for k, v in self._text_units().items()})
+            out["num_units"] = self.num_units
+        return out
+
+    def last_epoch(self, num_taken: int) -> int:
+        """The last epoch that samples ``0 .. num_taken - 1`` reach (a text window may straddle two)."""
+        if num_taken <= 0:
+            return 0
+        if self.splittable:
+            return (num_taken * self.window - 1) // self.epoch_positions
+        return (num_taken - 1) // self.num_units
 
     # --- megatron-dataset surface ---------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -197,10 +277,12 @@ class LiquidTaskDataset(torch.utils.data.Dataset):
         """Stream offsets (within the epoch) at which each document of epoch ``epoch``'s order begins."""
         starts = self._epoch_starts.get(epoch)
         if starts is None:
-            starts = np.zeros(len(self.doc_seq) + 1, dtype=np.int64)
-            np.cumsum(self.doc_positions[self.permutations(epoch)], out=starts[1:])
+            starts = self.tables.array(f"starts-e{epoch}") if self.tables is not None else None
+            if starts is None:
+                starts = np.zeros(len(self.doc_seq) + 1, dtype=np.int64)
+                np.cumsum(self.doc_positions[self.permutations(epoch)], out=starts[1:])
             self._epoch_starts[epoch] = starts
-            if len(self._epoch_starts) > 4:
+            if len(self._epoch_starts) > 2:
                 self._epoch_starts.popitem(last=False)
         return starts
 
@@ -214,8 +296,8 @@ class LiquidTaskDataset(torch.utils.data.Dataset):
             k = int(np.searchsorted(starts, offset, side="right")) - 1
             doc = int(self.permutations(epoch)[k])
             a = offset - int(starts[k])
-            b = min(int(self.doc_positions[doc]), a + (end - at))
-            length = int(self.doc_length[doc])
+            length = self._document_length(doc)
+            b = min(length + 1, a + (end - at))
             first = max(a - 1, 0)
             count = min(b, length) - first
             tokens = self.indexed.get(int(self.doc_seq[doc]), first, count) if count > 0 else np.empty(0, np.int64)
