@@ -19,14 +19,17 @@ stream, the template constants' token ids, every source's absolute path, weight 
 """
 from __future__ import annotations
 
+import concurrent.futures
 import errno
 import hashlib
 import json
 import logging
 import math
 import os
+import queue
 import shutil
 import socket
+import threading
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -138,47 +141,6 @@ def _save(path: str, array: np.ndarray) -> None:
         os.fsync(f.fileno())
 
 
-class _Counts:
-    """Per-source samples begun and positions used, per block of `COUNTS_EVERY` packed rows (for `report`)."""
-
-    def __init__(self, num_sources: int):
-        self.num_sources = num_sources
-        self.begun = np.zeros((0, num_sources), dtype=np.int64)
-        self.used = np.zeros(0, dtype=np.int64)
-
-    def add(self, first_row: int, rows: np.ndarray, sample: np.ndarray, start: np.ndarray, length: np.ndarray,
-            source_of: np.ndarray) -> None:
-        if len(rows) == 0:
-            return
-        block = (first_row + np.repeat(np.arange(len(rows)), rows)) // COUNTS_EVERY
-        need = int(block[-1]) + 1
-        if need > len(self.used):
-            self.begun = np.concatenate([self.begun, np.zeros((need - len(self.used), self.num_sources), np.int64)])
-            self.used = np.concatenate([self.used, np.zeros(need - len(self.used), np.int64)])
-        first = int(block[0])
-        local = block - first
-        self.used[first:need] += np.bincount(local, weights=length, minlength=need - first).astype(np.int64)
-        begun = start == 0
-        flat = local[begun] * self.num_sources + source_of[sample[begun]]
-        self.begun[first:need] += np.bincount(flat, minlength=(need - first) * self.num_sources).reshape(
-            need - first, self.num_sources)
-
-    def cumulative(self) -> Tuple[np.ndarray, np.ndarray]:
-        begun = np.zeros((len(self.used) + 1, self.num_sources), dtype=np.int64)
-        np.cumsum(self.begun, axis=0, out=begun[1:])
-        used = np.zeros(len(self.used) + 1, dtype=np.int64)
-        np.cumsum(self.used, out=used[1:])
-        return begun, used
-
-
-def _mean_footprint(dataset) -> float:
-    """Mean footprint over one epoch (chunked; exact: integer sum / count, as numpy's mean of the whole array)."""
-    total, n = 0, dataset.num_units
-    for lo in range(0, n, CHUNK):
-        total += int(dataset.footprints(np.arange(lo, min(n, lo + CHUNK))).sum())
-    return total / n
-
-
 def _stream_weights(plan: IndexPlan, train_sets) -> Tuple[List[float], List[List[float]], float]:
     """Task weights (as the megatron BlendedDataset path normalised them), source weights per task, and the mean
     footprint of a stream sample (sizes the stream)."""
@@ -190,7 +152,7 @@ def _stream_weights(plan: IndexPlan, train_sets) -> Tuple[List[float], List[List
         w = np.array([s.weight for s in srcs], dtype=np.float64)
         w = w / w.sum()
         source_weights.append([float(x) for x in w])
-        means = [_mean_footprint(train_sets[s.id]) for s in srcs]
+        means = [train_sets[s.id].mean_footprint() for s in srcs]
         mean_len[task] = means[0] if len(srcs) == 1 else float(sum(wi * m for wi, m in zip(w, means)))
     weights = np.array([float(cfg.mixture[TASK_NAMES[t]]) for t in plan.tasks])
     if cfg.mix_by == "tokens":
@@ -203,78 +165,152 @@ def _stream_weights(plan: IndexPlan, train_sets) -> Tuple[List[float], List[List
 
 
 def _build_into(plan: IndexPlan, tmp: str, progress: Progress) -> dict:
+    """Write the index's arrays into ``tmp``; returns its metadata.
+
+    Threads (the box may have two cores): a pool computes the epoch permutations and the text epochs' tables
+    (numpy's shuffle and cumsum run outside the GIL) while the stream is built; a producer blends and computes
+    footprints one chunk ahead of the packer (compiled loops, outside the GIL), which packs and writes. Everything
+    each thread computes is a pure function of its inputs, so the index does not depend on the threading."""
     cfg = plan.cfg
     t0 = time.perf_counter()
+    for source in {s.path: s for s in plan.sources}.values():  # each dataset once (T2I and I2T may share one)
+        source.check()
     train_sets = [s.dataset(cfg, "train", 0) for s in plan.sources]
+    saved = [set() for _ in train_sets]  # tables already written, per source
+
+    def sink(sid):
+        def store(epoch, perm):
+            _save(os.path.join(tmp, f"src{sid}-perm-e{epoch}.npy"), perm)
+            saved[sid].add(f"perm-e{epoch}")
+        return store
+
+    def first_text_epochs():
+        """Text windows read nothing while the stream is built: their first epoch's tables are made meanwhile."""
+        for sid, dataset in enumerate(train_sets):
+            if dataset.splittable:
+                for name, table in dataset.tables_to_store(0, have=saved[sid]):
+                    if isinstance(table, np.ndarray) and name not in saved[sid]:
+                        _save(os.path.join(tmp, f"src{sid}-{name}.npy"), table)
+                        saved[sid].add(name)
+                dataset.permutations._cache.clear()
+                dataset._epoch_starts.clear()
+
+    pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="index-tables")
+    try:
+        for sid, dataset in enumerate(train_sets):  # permutations are written as the stream computes them
+            dataset.permutations.on_compute = sink(sid)
+            if not dataset.splittable:
+                dataset.permutations.prefetch(0, pool)
+        text_tables = pool.submit(first_text_epochs)
+        meta = _stream_into(plan, tmp, train_sets, progress, t0)
+        text_tables.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    meta["sources"] = _source_tables(plan, tmp, train_sets, saved, meta.pop("source_counts"))
+    meta["valid"] = _build_valid(plan, tmp)
+    meta["build_seconds"] = time.perf_counter() - t0
+    return meta
+
+
+def _stream_into(plan: IndexPlan, tmp: str, train_sets, progress: Progress, t0: float) -> dict:
+    """Blend, footprint, pack and write the training stream (see `_build_into`)."""
+    cfg = plan.cfg
     task_weights, source_weights, mean_footprint = _stream_weights(plan, train_sets)
     target = int(math.ceil(plan.num_train_sequences * cfg.seq_length / mean_footprint / 0.95)) + 64
     splittable = np.array([d.splittable for d in train_sets], dtype=bool)
-
     blend = Blend(task_weights, source_weights, cfg.blend_algorithm)
-    packer = StreamPacker(cfg.seq_length, cfg.pack_window)
-    counts = _Counts(len(plan.sources))
+    packer = StreamPacker(cfg.seq_length, cfg.pack_window, tally_every=COUNTS_EVERY, num_sources=len(train_sets))
+    # stream positions and per-source sample numbers fit int32 far beyond paper scale (the growth loop below
+    # rarely adds more than 25%); int64 past that
+    position_dtype = np.int32 if 4 * target < np.iinfo(np.int32).max else np.int64
     writers = {name: _NpyWriter(os.path.join(tmp, f"{name}.npy"), dtype) for name, dtype in (
-        ("source", np.int16), ("source_sample", np.int64), ("footprint", np.int32),
-        ("offsets", np.int64), ("sample", np.int64), ("start", np.int32), ("length", np.int32))}
+        ("source", np.int16), ("source_sample", position_dtype), ("footprint", np.int32),
+        ("offsets", np.int64), ("sample", position_dtype), ("start", np.int32), ("length", np.int32))}
     writers["offsets"].append(np.zeros(1, np.int64))
-    source_of = np.empty(target, dtype=np.int16)  # every position's source, for the per-row counts
-    num_rows = num_runs = 0
-    reported = 0.0
+    source_of = np.empty(0, dtype=np.int16)  # every position's source (the packer's per-source tally)
+
+    def produce(stop: int, out: queue.Queue) -> None:
+        """Chunks of the stream up to position ``stop``: (source, sample, footprint); None at the end."""
+        try:
+            while blend.position < stop:
+                lo = blend.position
+                taken = blend.source_counts.copy()
+                source, sample = blend.take(min(CHUNK, stop - lo))
+                footprint = np.empty(len(source), dtype=np.int64)
+                for sid, dataset in enumerate(train_sets):
+                    if blend.source_counts[sid] > taken[sid]:  # this source's samples in the chunk: a range
+                        footprint[source == sid] = dataset.footprints_range(int(taken[sid]),
+                                                                            int(blend.source_counts[sid]))
+                source_of[lo:lo + len(source)] = source
+                out.put((source, sample, footprint))
+            out.put(None)
+        except BaseException as exc:  # re-raised by the consumer
+            out.put(exc)
+
+    num_runs, reported = 0, 0.0
     while True:
-        while blend.position < target:
-            lo = blend.position
-            source, sample = blend.take(min(CHUNK, target - lo))
-            footprint = np.empty(len(source), dtype=np.int64)
-            for sid, dataset in enumerate(train_sets):
-                sel = source == sid
-                if sel.any():
-                    footprint[sel] = dataset.footprints(sample[sel])
-            if lo + len(source) > len(source_of):
-                source_of = np.concatenate([source_of, np.empty(target - len(source_of), np.int16)])
-            source_of[lo:lo + len(source)] = source
-            rows, run_sample, run_start, run_length = packer.feed(footprint, splittable[source])
-            counts.add(num_rows, rows, run_sample, run_start, run_length, source_of)
+        if target >= np.iinfo(position_dtype).max:
+            raise RuntimeError(f"the stream outgrew {np.dtype(position_dtype).name} positions ({target:,})")
+        source_of = np.concatenate([source_of, np.empty(target - len(source_of), np.int16)])
+        chunks: queue.Queue = queue.Queue(maxsize=2)
+        producer = threading.Thread(target=produce, args=(target, chunks), name="index-stream", daemon=True)
+        producer.start()
+        while True:
+            item = chunks.get()
+            if item is None:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            source, sample, footprint = item
+            rows, run_sample, run_start, run_length = packer.feed(footprint, splittable[source], source_of)
             writers["source"].append(source)
             writers["source_sample"].append(sample)
             writers["footprint"].append(footprint)
             writers["offsets"].append(num_runs + np.cumsum(rows))
             for name, array in (("sample", run_sample), ("start", run_start), ("length", run_length)):
                 writers[name].append(array)
-            num_rows += len(rows)
             num_runs += len(run_sample)
-            done = min(1.0, num_rows / plan.num_train_sequences)
+            done = min(1.0, packer.num_rows / plan.num_train_sequences)
             if done - reported >= 0.05 or done >= 1.0 > reported:
                 reported = done
-                progress(f"index {plan.key}: {num_rows:,}/{plan.num_train_sequences:,} packed sequences, "
-                         f"{blend.position:,} stream samples, {time.perf_counter() - t0:.1f} s")
-        if num_rows >= plan.num_train_sequences:
+                progress(f"index {plan.key}: {packer.num_rows:,}/{plan.num_train_sequences:,} packed sequences, "
+                         f"{packer.num_samples:,} stream samples, {time.perf_counter() - t0:.1f} s")
+        producer.join()
+        if packer.num_rows >= plan.num_train_sequences:
             break
         target = int(target * 1.25) + 64
     for writer in writers.values():
         writer.close()
-    begun, used = counts.cumulative()
+    begun, used = packer.tally()
     _save(os.path.join(tmp, "begun.npy"), begun)
     _save(os.path.join(tmp, "used.npy"), used)
+    return {"key": plan.key, "description": plan.description, "num_samples": int(blend.position),
+            "num_sequences": packer.num_rows, "num_runs": int(num_runs), "counts_every": COUNTS_EVERY,
+            "source_counts": blend.source_counts.tolist(), "built_by": f"{socket.gethostname()}:{os.getpid()}"}
 
+
+def _source_tables(plan: IndexPlan, tmp: str, train_sets, saved, source_counts) -> List[dict]:
+    """Each source's tables for the epochs the stream reaches (those not written yet), and its metadata."""
     sources_meta = []
     for s, dataset in zip(plan.sources, train_sets):
-        taken = int(blend.source_counts[s.id])
-        values, arrays = {}, []
-        for name, table in dataset.tables_to_store(dataset.last_epoch(taken)).items():
+        taken = int(source_counts[s.id])
+        values = {}
+        for name, table in dataset.tables_to_store(dataset.last_epoch(taken), have=saved[s.id]):
+            if name in saved[s.id]:
+                continue
             if isinstance(table, np.ndarray):
                 _save(os.path.join(tmp, f"src{s.id}-{name}.npy"), table)
-                arrays.append(name)
+                saved[s.id].add(name)
             else:
                 values[name] = int(table)
+        arrays = sorted(saved[s.id])
+        dataset.permutations._cache.clear()  # written; the next source's tables need the memory
+        dataset._epoch_starts.clear()
         dataset.num_samples = taken
         sources_meta.append({**s.identity(), "id": s.id, "key": s.key, "samples": taken,
                              "num_units": int(dataset.num_units), "epochs": float(dataset.epochs(taken)),
                              "splittable": bool(dataset.splittable), "values": values, "arrays": arrays})
-    valid_meta = _build_valid(plan, tmp)
-    return {"key": plan.key, "description": plan.description, "num_samples": int(blend.position),
-            "num_sequences": int(num_rows), "num_runs": int(num_runs), "counts_every": COUNTS_EVERY,
-            "sources": sources_meta, "valid": valid_meta, "build_seconds": time.perf_counter() - t0,
-            "built_by": f"{socket.gethostname()}:{os.getpid()}"}
+    return sources_meta
 
 
 def _build_valid(plan: IndexPlan, tmp: str) -> Dict[str, dict]:

@@ -104,3 +104,62 @@ def build_pack_index(footprints: np.ndarray, seq_length: int, window: int = 8, f
     offsets[1:] = np.cumsum([len(m) for m in emitted])
     runs = np.array([run for m in emitted for run in m], dtype=np.int64).reshape(-1, 3)
     return PackIndex(offsets, runs[:, 0].copy(), runs[:, 1].astype(np.int32), runs[:, 2].astype(np.int32))
+
+
+def build_train_index(cfg, num_train_sequences: int, vocab, tokenizer):
+    """The training index as the builder made it before `liquid_train.data.index`: one source per task, megatron's
+    `BlendedDataset` with the pure-Python exact index (or the stock one), footprints of the whole stream in
+    memory, the pure-Python packer, the stream grown by 1.25x until it packs into enough sequences.
+
+    Returns ``(dataset_index, dataset_sample_index, footprints, PackIndex)``; every rank used to run this."""
+    import logging
+    import math
+
+    from megatron.core.datasets.blended_dataset import BlendedDataset
+    from megatron.core.datasets.blended_megatron_dataset_config import BlendedMegatronDatasetConfig
+
+    from liquid_train.data.sources import open_sources
+    from liquid_train.vocab import TASK_NAMES
+
+    class ExactBlendedDataset(BlendedDataset):
+        def _build_indices(self):
+            return exact_blending_indices(self.weights, self.size)
+
+    sources = open_sources(cfg, vocab, tokenizer)
+    if any(s.number for s in sources):
+        raise ValueError("the reference builder takes one source per task")
+    probes = [s.dataset(cfg, "train", 1) for s in sources]
+    mean_len = {s.task: float(d.footprints(np.arange(d.num_units)).mean()) for s, d in zip(sources, probes)}
+    tasks = [s.task for s in sources]
+    weights = np.array([float(cfg.mixture[TASK_NAMES[t]]) for t in tasks])
+    if cfg.mix_by == "tokens":
+        weights = weights / np.array([mean_len[t] for t in tasks])
+    weights = weights / weights.sum()
+    mean_footprint = float(sum(w * mean_len[t] for w, t in zip(weights, tasks)))
+    size = int(math.ceil(num_train_sequences * cfg.seq_length / mean_footprint / 0.95)) + 64
+    config = BlendedMegatronDatasetConfig(random_seed=cfg.seed, sequence_length=cfg.seq_length, path_to_cache=None)
+    blend_logger = logging.getLogger("megatron.core.datasets.blended_dataset")
+    level = blend_logger.level
+    blend_logger.setLevel(logging.ERROR)
+    try:
+        while True:
+            datasets = [s.dataset(cfg, "train", size) for s in sources]
+            if len(datasets) == 1:
+                dataset_index = np.zeros(size, dtype=np.int16)
+                dataset_sample_index = np.arange(size, dtype=np.int64)
+            else:
+                cls = ExactBlendedDataset if cfg.blend_algorithm == "exact" else BlendedDataset
+                blended = cls(datasets, [float(w) for w in weights], size, config)
+                dataset_index, dataset_sample_index = blended.dataset_index, blended.dataset_sample_index
+            footprints = np.empty(size, dtype=np.int64)
+            splittable = np.zeros(size, dtype=bool)
+            for position, dataset in enumerate(datasets):
+                sel = dataset_index == position
+                footprints[sel] = dataset.footprints(dataset_sample_index[sel])
+                splittable[sel] = dataset.splittable
+            index = build_pack_index(footprints, cfg.seq_length, cfg.pack_window, flush=False, splittable=splittable)
+            if len(index) >= num_train_sequences:
+                return dataset_index, dataset_sample_index, footprints, index
+            size = int(size * 1.25) + 64
+    finally:
+        blend_logger.setLevel(level)

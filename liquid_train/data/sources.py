@@ -14,7 +14,7 @@ from typing import Dict, List
 import numpy as np
 
 from liquid_train.data.config import SOURCE_KINDS, DataConfig
-from liquid_train.data.task_datasets import LiquidTaskDataset, open_indexed_dataset, split_documents
+from liquid_train.data.task_datasets import LiquidTaskDataset, check_layout, open_indexed_dataset, split_documents
 from liquid_train.data.templates import LiquidTemplates
 from liquid_train.vocab import TASK_NAMES, LiquidVocab
 
@@ -52,6 +52,10 @@ class Source:
                                  self.splits[split], num_samples, split, train, cfg.text_chunk_length,
                                  cfg.text_sample, tables=tables, name=self.label)
 
+    def check(self) -> None:
+        """The layout check `open_sources` leaves to whoever builds the index (it reads every document)."""
+        check_layout(self.indexed, self.path, SOURCE_KINDS[TASK_NAMES[self.task]])
+
     def identity(self) -> dict:
         """What the index key needs to know of the files: absolute prefix, and size + mtime of ``.idx``/``.bin``."""
         files = {}
@@ -70,8 +74,8 @@ def open_sources(cfg: DataConfig, vocab: LiquidVocab, tokenizer) -> List[Source]
         kind = SOURCE_KINDS[TASK_NAMES[task]]
         for number, spec in enumerate(cfg.task_sources(task)):
             where = (os.path.abspath(spec.path), kind)
-            if where not in opened:
-                indexed = open_indexed_dataset(spec.path, kind)
+            if where not in opened:  # layout checked by the index build (`Source.check`), not on every rank
+                indexed = open_indexed_dataset(spec.path, kind, check=False)
                 num_docs = len(indexed.document_indices) - 1
                 opened[where] = (indexed, split_documents(num_docs, cfg.valid_fraction))
             indexed, splits = opened[where]
