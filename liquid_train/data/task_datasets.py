@@ -354,16 +354,26 @@ class LiquidTaskDataset(torch.utils.data.Dataset):
         numpy's mean of the whole array gives). Only T2I depends on the order (its instruction and CFG drop follow
         the sample index), so the others sum the units' table without a permutation."""
         n, total = self.num_units, 0
+        first_epoch = []
         for lo in range(0, n, chunk):
             hi = min(n, lo + chunk)
-            if self.task == TASK_T2I or self.splittable:
+            if self.task == TASK_T2I:  # kept: the stream's first T2I samples are these
+                first_epoch.append(self.footprints_range(lo, hi).astype(self._footprint_dtype))
+                total += int(first_epoch[-1].sum(dtype=np.int64))
+            elif self.splittable:
                 total += int(self.footprints_range(lo, hi).sum(dtype=np.int64))
             elif self.task == TASK_TEXT:
                 total += int(self.unit_footprint_base[lo:hi].sum(dtype=np.int64))
             else:
                 total += int(self.templates.i2t_footprints(self.unit_caption_len[lo:hi],
                                                            self.unit_image_len[lo:hi]).sum(dtype=np.int64))
+        if first_epoch:
+            self._first_epoch_footprints = np.concatenate(first_epoch)
         return total / n
+
+    @property
+    def _footprint_dtype(self):
+        return np.int16 if self.templates.seq_length < np.iinfo(np.int16).max else np.int32
 
     def footprints_range(self, lo: int, hi: int) -> np.ndarray:
         """``footprints(np.arange(lo, hi))``, reading each epoch's permutation as slices (the index builder's
@@ -371,6 +381,9 @@ class LiquidTaskDataset(torch.utils.data.Dataset):
         if self.splittable or lo >= hi:
             return self.footprints(np.arange(lo, hi))
         n = self.num_units
+        known = getattr(self, "_first_epoch_footprints", None)
+        if known is not None and hi <= len(known):
+            return known[lo:hi].astype(np.int64)
         units = np.concatenate([self.permutations(e)[max(lo, e * n) - e * n:min(hi, (e + 1) * n) - e * n]
                                 for e in range(lo // n, (hi - 1) // n + 1)])
         if self.task == TASK_TEXT:
