@@ -136,7 +136,7 @@ def test_missing_dataset_and_bad_layout_are_clear(fixture, tmp_path):
 
 
 def test_stock_megatron_index_can_miss_by_more_than_one_sample():
-    """Why `ExactBlendedDataset` exists: megatron's helper aims at the previous prefix's target."""
+    """Why the exact blend is the default: megatron's helper aims at the previous prefix's target."""
     from megatron.core.datasets import helpers
 
     weights = np.array([1.0, 1.0, 7.0]) / 9.0
