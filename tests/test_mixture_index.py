@@ -14,7 +14,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from liquid_train.data import DataConfig, build_data_loader, build_datasets, reference
 from liquid_train.data import index as index_module

@@ -23,7 +23,7 @@ attends causally to padding only, so no softmax row is empty), ``cu_seqlens`` ``
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
