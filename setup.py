@@ -20,6 +20,7 @@ setup(
         "safetensors>=0.4",
         "tokenizers>=0.20",
         "numpy>=1.26",
+        "numba>=0.60",  # compiled loops of the mixed-task index (liquid_train/data/kernels.py)
         "omegaconf>=2.3",
         "webdataset>=0.2.100",
         "pillow>=10",

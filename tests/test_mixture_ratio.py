@@ -34,7 +34,7 @@ def _task_datasets(fx, size, seq_length=64, seed=3):
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(weights=st.lists(st.integers(1, 40), min_size=3, max_size=3), size=st.integers(50, 3000))
 def test_every_prefix_is_within_one_sample_of_target(fixture, weights, size):
-    stream = MixtureStream(_task_datasets(fixture, size), [float(w) for w in weights], size, seed=3, seq_length=64)
+    stream = MixtureStream.in_memory(_task_datasets(fixture, size), [float(w) for w in weights], size)
     p = np.asarray(weights, dtype=np.float64) / sum(weights)
     onehot = np.eye(3, dtype=np.int64)[stream.tasks]
     counts = np.cumsum(onehot, axis=0)                       # counts on prefixes 1..size
@@ -136,7 +136,7 @@ def test_missing_dataset_and_bad_layout_are_clear(fixture, tmp_path):
 
 
 def test_stock_megatron_index_can_miss_by_more_than_one_sample():
-    """Why `ExactBlendedDataset` exists: megatron's helper aims at the previous prefix's target."""
+    """Why the exact blend is the default: megatron's helper aims at the previous prefix's target."""
     from megatron.core.datasets import helpers
 
     weights = np.array([1.0, 1.0, 7.0]) / 9.0

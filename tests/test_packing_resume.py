@@ -5,8 +5,8 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from liquid_train.data import DataConfig, build_data_loader, build_datasets, flat_packed_seq_params
-from liquid_train.data.packing import block_causal_mask, build_pack_index
+from liquid_train.data import DataConfig, build_data_loader, build_datasets
+from liquid_train.data.packing import build_pack_index
 from helpers_data import expected_row, text_stream_oracle
 from liquid_train.data.testing import make_tiny_tokenizer, tiny_vocab, write_tiny_datasets
 from liquid_train.vocab import TASK_PAD, TASK_TEXT
@@ -64,15 +64,6 @@ def test_pack_index_splits_only_text_and_is_prefix_stable(samples, window, flush
             np.testing.assert_array_equal(getattr(longer, name)[:r], getattr(index, name))
 
 
-def _oracle_mask(segments):
-    s = len(segments)
-    m = np.ones((s, s), dtype=bool)
-    for i in range(s):
-        for j in range(i + 1):
-            m[i, j] = segments[i] != segments[j]
-    return m
-
-
 def _text_oracle(train):
     """The text stream over every epoch the training stream reaches (None in document mode)."""
     text = train.task_datasets[TASK_TEXT]
@@ -85,10 +76,13 @@ def _text_oracle(train):
 
 
 def test_batch_fields_against_numpy(fx):
+    """Every field against the numpy oracle, and the micro-batch's PackedSeqParams: the rows end to end as one THD
+    stream whose cu_seqlens are exactly the oracle's segment boundaries (padding its own last segment)."""
     train, vocab = fx["train"], fx["vocab"]
     oracle = _text_oracle(train)
     batch = next(iter(build_data_loader(train, 7, 3)))
-    assert batch["tokens"].shape == (3, SEQ) and batch["attention_mask"].shape == (3, 1, SEQ, SEQ)
+    assert batch["tokens"].shape == (3, SEQ) and "attention_mask" not in batch
+    bounds = [0]
     for row in range(3):
         want = expected_row(train, 7 + row, oracle)
         n = len(want["tokens"])
@@ -97,21 +91,16 @@ def test_batch_fields_against_numpy(fx):
             np.testing.assert_array_equal(batch[key][row, :n].numpy(), want[key], err_msg=key)
         assert (batch["loss_mask"][row, n:] == 0).all() and (batch["task_ids"][row, n:] == TASK_PAD).all()
         assert (batch["tokens"][row, n:] == vocab.pad_id).all()
-        seg = batch["segment_ids"][row].numpy()
-        np.testing.assert_array_equal(batch["attention_mask"][row, 0].numpy(), _oracle_mask(seg))
-        bounds = np.concatenate([np.flatnonzero(np.diff(want["segment_ids"], prepend=-1)), [n]]
-                                + ([[SEQ]] if n < SEQ else []))
-        cu = batch["cu_seqlens"][row].numpy()
-        np.testing.assert_array_equal(cu[cu >= 0], bounds)
-        assert int(batch["max_seqlen"][row]) == np.diff(bounds).max()
-    flat, max_len = flat_packed_seq_params(batch)
-    assert flat[-1] == 3 * SEQ and flat.dtype == torch.int32 and (torch.diff(flat) > 0).all()
-    # the trainer's loader leaves the dense mask out and builds it from segment_ids: same batch otherwise
-    lean = next(iter(build_data_loader(train, 7, 3, attention_mask=False)))
-    assert "attention_mask" not in lean and set(lean) == set(batch) - {"attention_mask"}
-    for key, value in lean.items():
-        np.testing.assert_array_equal(value.numpy(), batch[key].numpy(), err_msg=key)
-    np.testing.assert_array_equal(block_causal_mask(lean["segment_ids"]).numpy(), batch["attention_mask"].numpy())
+        starts = np.flatnonzero(np.diff(want["segment_ids"], prepend=-1))
+        row_bounds = list(starts[1:]) + [n] + ([SEQ] if n < SEQ else [])
+        bounds += [row * SEQ + int(b) for b in row_bounds]
+        # position ids restart exactly at the segment starts
+        np.testing.assert_array_equal(np.flatnonzero(batch["position_ids"][row, :n].numpy() == 0), starts)
+    params = batch["packed_seq_params"]
+    assert params.qkv_format == "thd" and params.cu_seqlens_q is params.cu_seqlens_kv
+    assert params.cu_seqlens_q.dtype == torch.int32 and params.cu_seqlens_q.tolist() == bounds
+    assert params.max_seqlen_q == params.max_seqlen_kv == int(np.diff(bounds).max())
+    assert isinstance(params.max_seqlen_q, int)  # a host int: TE needs no device sync for it
 
 
 def test_every_packed_row_matches_its_runs(fx):

@@ -6,49 +6,103 @@ Usage (the trainer's side)::
     train, valid = build_datasets(cfg, num_train_sequences=train_iters * global_batch)
     loader = build_data_loader(train, consumed_samples, micro_batch_size, dp_rank, dp_size)
     for batch in loader: ...            # dict of tensors, see liquid_train/data/packing.py
-    train.report(consumed_samples)      # per-task samples, epochs, packing efficiency
+    train.report(consumed_samples)      # per-task and per-source samples, epochs, packing efficiency
 
-``consumed_samples`` counts packed sequences (what the trainer's global batch counts).
+``consumed_samples`` counts packed sequences (what the trainer's global batch counts). The stream and the packed
+rows come from the mixed-task index (`liquid_train.data.index`), built once per key and memory-mapped.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import math
-import os
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from liquid_train.atomic import atomic_path
+from liquid_train.data import index as index_module
 from liquid_train.data.config import DataConfig
-from liquid_train.data.mixture import MixtureStream
-from liquid_train.data.packing import PackedDataset, PackIndex, build_pack_index, collate_packed
+from liquid_train.data.index import IndexPlan, IndexReader
+from liquid_train.data.mixture import ConcatStream, MixtureStream
+from liquid_train.data.packing import PackedDataset, PackIndex, collate_packed
 from liquid_train.data.sampler import PretrainingBatchSampler
-from liquid_train.data.task_datasets import LiquidTaskDataset, open_indexed_dataset, split_documents
-from liquid_train.data.templates import LiquidTemplates
-from liquid_train.vocab import TASK_NAMES, TASK_TEXT, LiquidVocab
+from liquid_train.data.sources import Source, open_sources
+from liquid_train.vocab import TASK_NAMES, LiquidVocab
 
 logger = logging.getLogger(__name__)
 
 
 class PackedMixtureDataset(PackedDataset):
-    """The training dataset: packed sequences of the blended stream, plus per-task reporting."""
+    """The training dataset: packed sequences of the blended stream (memory-mapped from the built index), plus
+    per-task and per-source reporting."""
 
-    def __init__(self, stream: MixtureStream, index: PackIndex, cfg: DataConfig, pad_id: int):
-        super().__init__(stream, index, cfg.seq_length, pad_id, stream.footprints, stream.tasks, "train")
+    def __init__(self, stream: MixtureStream, index: PackIndex, cfg: DataConfig, pad_id: int,
+                 sources: Sequence[Source] = (), reader: Optional[IndexReader] = None, built: bool = False):
+        super().__init__(stream, index, cfg.seq_length, pad_id, stream.footprints, None, "train")
         self.config = cfg
-        self.task_datasets = {d.task: d for d in stream.task_datasets}
+        self.sources = list(sources)
+        self.task_datasets = {}  # task -> its first source's dataset (the only one without `sources`)
+        for dataset in stream.task_datasets:
+            self.task_datasets.setdefault(dataset.task, dataset)
+        self.reader = reader
+        self.index_built_here = built
+        self._epochs_logged = [0] * len(stream.task_datasets)
+
+    # PackedDataset keeps per-position tasks; here they derive from the mapped source ids, on first use only
+    stream_tasks = property(lambda self: self.stream.tasks, lambda self, value: None)
+
+    def source_counts(self, num_sequences: int) -> np.ndarray:
+        """Samples begun per source (indexed by source id) in the first ``num_sequences`` packed sequences: the
+        index's cumulative checkpoint plus the runs after it (O(checkpoint interval), not O(num_sequences))."""
+        num_sequences = min(int(num_sequences), len(self))
+        num_sources = len(self.stream.task_datasets)
+        base = np.zeros(num_sources, dtype=np.int64)
+        first_row = 0
+        if self.reader is not None:
+            every = self.reader.meta["counts_every"]
+            block = num_sequences // every
+            base = np.array(self.reader.array("begun")[block], dtype=np.int64)
+            first_row = block * every
+        lo, hi = int(self.index.offsets[first_row]), int(self.index.offsets[num_sequences])
+        begun = np.asarray(self.index.sample[lo:hi])[np.asarray(self.index.start[lo:hi]) == 0]
+        return base + np.bincount(np.asarray(self.stream.dataset_index[begun], dtype=np.int64),
+                                  minlength=num_sources)
+
+    def task_counts(self, num_sequences: int) -> np.ndarray:
+        """Samples per task (indexed by TASK_*) begun in the first ``num_sequences`` packed sequences."""
+        return np.bincount(self.stream.source_tasks, weights=self.source_counts(num_sequences),
+                           minlength=3).astype(np.int64)
+
+    def packing_efficiency(self, start: int = 0, stop: int = None) -> float:
+        stop = len(self) if stop is None else stop
+        if self.reader is None or start != 0 or stop <= start:
+            return super().packing_efficiency(start, stop)
+        every = self.reader.meta["counts_every"]
+        block = stop // every
+        used = int(self.reader.array("used")[block])
+        lo, hi = int(self.index.offsets[block * every]), int(self.index.offsets[stop])
+        used += int(np.asarray(self.index.length[lo:hi]).sum(dtype=np.int64))
+        return float(used) / float(stop * self.seq_length)
 
     def report(self, consumed_samples: int) -> Dict[str, float]:
-        """Per-task samples and epochs after ``consumed_samples`` packed sequences, plus packing efficiency."""
-        counts = self.task_counts(consumed_samples)
+        """After ``consumed_samples`` packed sequences: packing efficiency; samples and epochs per task
+        (``samples/<task>``, ``epochs/<task>``: the most-repeated source's) and per source
+        (``samples/<task>/<source>``, ``epochs/<task>/<source>``). A source that starts a new epoch is logged."""
+        by_source = self.source_counts(consumed_samples)
         out: Dict[str, float] = {"packing_efficiency": self.packing_efficiency(0, max(1, consumed_samples))}
-        for task, dataset in self.task_datasets.items():
-            out[f"samples/{TASK_NAMES[task]}"] = int(counts[task])
-            out[f"epochs/{TASK_NAMES[task]}"] = dataset.epochs(counts[task])
+        datasets = self.stream.task_datasets
+        for task in sorted(self.task_datasets):
+            ids = [i for i, d in enumerate(datasets) if d.task == task]
+            out[f"samples/{TASK_NAMES[task]}"] = int(by_source[ids].sum())
+            out[f"epochs/{TASK_NAMES[task]}"] = max(datasets[i].epochs(by_source[i]) for i in ids)
+        for i, dataset in enumerate(datasets):
+            key = f"{TASK_NAMES[dataset.task]}/{dataset.name}"
+            epochs = dataset.epochs(by_source[i])
+            out[f"samples/{key}"] = int(by_source[i])
+            out[f"epochs/{key}"] = epochs
+            if int(epochs) > self._epochs_logged[i]:
+                self._epochs_logged[i] = int(epochs)
+                logger.info("data source %s wrapped: epoch %d began by packed sequence %d (%d samples taken)",
+                            key, int(epochs) + 1, consumed_samples, int(by_source[i]))
         return out
 
 
@@ -63,55 +117,9 @@ def _load_tokenizer(cfg: DataConfig):
         raise ValueError(f"DataConfig.tokenizer={cfg.tokenizer!r}: cannot load the HF tokenizer ({exc})") from exc
 
 
-def _cache_dir(cfg: DataConfig) -> str:
-    if cfg.cache_dir:
-        return cfg.cache_dir
-    base = cfg.pairs_path or cfg.text_path
-    return os.path.join(os.path.dirname(os.path.abspath(base)), "cache")
-
-
-def _atomic_save(path: str, array: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        np.save(tmp, array)
-
-
-_PACK_FIELDS = ("offsets", "sample", "start", "length")
-PACKER_VERSION = 2  # part of the cache key: bump whenever build_pack_index would pack the same stream differently
-
-
-def _cached_pack_index(cfg: DataConfig, description: dict, footprints: np.ndarray, splittable: np.ndarray,
-                       flush: bool) -> PackIndex:
-    """Pack (or load the cached pack index of) a stream; keyed by the stream description and its footprints."""
-    key = hashlib.md5(json.dumps(description, sort_keys=True).encode() + footprints.tobytes() +
-                      np.packbits(splittable).tobytes(), usedforsecurity=False).hexdigest()
-    directory = _cache_dir(cfg)
-    paths = {name: os.path.join(directory, f"pack-{key}-{name}.npy") for name in _PACK_FIELDS}
-    if all(os.path.exists(p) for p in paths.values()):
-        return PackIndex(**{name: np.load(p) for name, p in paths.items()})
-    index = build_pack_index(footprints, cfg.seq_length, cfg.pack_window, flush=flush, splittable=splittable)
-    try:
-        os.makedirs(directory, exist_ok=True)
-        for name, array in index.arrays().items():  # offsets last: a complete set is what the check above reads
-            if name != "offsets":
-                _atomic_save(paths[name], array)
-        _atomic_save(paths["offsets"], index.offsets)
-    except OSError as exc:  # a read-only data dir must not stop training; the index is cheap to rebuild
-        logger.warning("could not cache the pack index in %s: %s", directory, exc)
-    return index
-
-
-def _describe(cfg: DataConfig, split: str, size: int) -> dict:
-    fields = {k: getattr(cfg, k) for k in ("pairs_path", "text_path", "mixture", "mix_by", "seq_length", "text_sample", "text_chunk_length", "seed",
-                                            "cfg_drop_prob", "blend_algorithm", "valid_fraction", "pack_window", "t2i_instructions",
-                                            "i2t_prompt")}
-    fields["pairs_path"] = fields["pairs_path"] and os.path.abspath(fields["pairs_path"])
-    fields["text_path"] = fields["text_path"] and os.path.abspath(fields["text_path"])
-    return {"split": split, "size": size, "packer": PACKER_VERSION, **fields}
-
-
-def build_datasets(cfg: DataConfig, num_train_sequences: int, vocab: Optional[LiquidVocab] = None,
-                   tokenizer=None) -> Tuple[PackedMixtureDataset, Dict[str, PackedDataset]]:
-    """Packed training dataset (at least ``num_train_sequences`` long) and ``{task name: packed valid dataset}``.
+def index_plan(cfg: DataConfig, num_train_sequences: int, vocab: Optional[LiquidVocab] = None,
+               tokenizer=None) -> Tuple[IndexPlan, LiquidVocab]:
+    """The mixed-task index plan of a config (opens the sources; reads only file metadata) and the vocabulary.
 
     ``vocab``/``tokenizer`` default to ``cfg.vocab``/``cfg.tokenizer``."""
     cfg.validate()
@@ -121,60 +129,37 @@ def build_datasets(cfg: DataConfig, num_train_sequences: int, vocab: Optional[Li
     tokenizer = tokenizer if tokenizer is not None else _load_tokenizer(cfg)
     if num_train_sequences < 1:
         raise ValueError(f"num_train_sequences={num_train_sequences} must be >= 1")
+    return IndexPlan(cfg, num_train_sequences, open_sources(cfg, vocab, tokenizer)), vocab
 
-    templates = LiquidTemplates(vocab, tokenizer, cfg.seq_length, cfg.seed, cfg.cfg_drop_prob,
-                                cfg.t2i_instructions, cfg.i2t_prompt)
-    valid_templates = LiquidTemplates(vocab, tokenizer, cfg.seq_length, cfg.seed, 0.0,
-                                      cfg.t2i_instructions, cfg.i2t_prompt)
-    opened, splits = {}, {}
-    for task in cfg.active_tasks:
-        kind = "text" if task == TASK_TEXT else "pairs"
-        prefix = getattr(cfg, f"{kind}_path")
-        if prefix is None:
-            raise ValueError(f"DataConfig.mixture gives {TASK_NAMES[task]} a weight but DataConfig.{kind}_path is unset")
-        if kind not in opened:
-            opened[kind] = (prefix, open_indexed_dataset(prefix, kind))
-            num_docs = len(opened[kind][1].document_indices) - 1
-            splits[kind] = split_documents(num_docs, cfg.valid_fraction)
 
-    def task_dataset(task, split, num_samples, shuffle, tmpl):
-        kind = "text" if task == TASK_TEXT else "pairs"
-        prefix, indexed = opened[kind]
-        return LiquidTaskDataset(task, indexed, prefix, tmpl, splits[kind][split], num_samples, split, shuffle,
-                                 cfg.text_chunk_length, cfg.text_sample)
+def build_datasets(cfg: DataConfig, num_train_sequences: int, vocab: Optional[LiquidVocab] = None,
+                   tokenizer=None) -> Tuple[PackedMixtureDataset, Dict[str, PackedDataset]]:
+    """Packed training dataset (at least ``num_train_sequences`` long) and ``{task name: packed valid dataset}``.
 
-    # Mean footprint per task (one epoch, exact) -> stream size estimate, and token weights for mix_by=tokens.
-    probes = {t: task_dataset(t, "train", 1, True, templates) for t in cfg.active_tasks}
-    mean_len = {t: float(d.footprints(np.arange(d.num_units)).mean()) for t, d in probes.items()}
-    weights = np.array([float(cfg.mixture[TASK_NAMES[t]]) for t in cfg.active_tasks])
-    if cfg.mix_by == "tokens":
-        weights = weights / np.array([mean_len[t] for t in cfg.active_tasks])
-    weights = weights / weights.sum()
-    mean_footprint = float(sum(w * mean_len[t] for w, t in zip(weights, cfg.active_tasks)))
-    size = int(math.ceil(num_train_sequences * cfg.seq_length / mean_footprint / 0.95)) + 64
-
-    while True:
-        datasets = [task_dataset(t, "train", size, True, templates) for t in cfg.active_tasks]
-        stream = MixtureStream(datasets, list(weights), size, cfg.seed, cfg.seq_length, cfg.blend_algorithm)
-        index = _cached_pack_index(cfg, _describe(cfg, "train", size), stream.footprints, stream.splittable,
-                                   flush=False)
-        if len(index) >= num_train_sequences:
-            break
-        size = int(size * 1.25) + 64
-    train = PackedMixtureDataset(stream, index, cfg, vocab.pad_id)
+    The index behind them is built once per key (by rank 0 of a job, the other ranks waiting; see
+    `liquid_train.data.index.ensure`) and memory-mapped read-only. ``vocab``/``tokenizer`` default to
+    ``cfg.vocab``/``cfg.tokenizer``."""
+    plan, vocab = index_plan(cfg, num_train_sequences, vocab, tokenizer)
+    reader, built = index_module.ensure(plan)
+    meta = reader.meta
+    datasets = [s.dataset(cfg, "train", m["samples"], tables=reader.source(s.id))
+                for s, m in zip(plan.sources, meta["sources"])]
+    stream = MixtureStream(datasets, reader.array("source"), reader.array("source_sample"), reader.array("footprint"))
+    train = PackedMixtureDataset(stream, reader.pack_index(), cfg, vocab.pad_id, plan.sources, reader, built)
+    for s, m in zip(plan.sources, meta["sources"]):
+        if m["epochs"] > 1:
+            logger.info("data source %s: %.2f epochs over the %d packed sequences built", s.key, m["epochs"],
+                        meta["num_sequences"])
 
     valid: Dict[str, PackedDataset] = {}
-    if cfg.valid_fraction > 0:
-        for task in cfg.active_tasks:
-            probe = task_dataset(task, "valid", 1, False, valid_templates)
-            dataset = task_dataset(task, "valid", probe.num_units, False, valid_templates)
-            footprints = dataset.footprints(np.arange(dataset.num_units))
-            splittable = np.full(len(footprints), dataset.splittable)
-            index = _cached_pack_index(cfg, _describe(cfg, f"valid-{TASK_NAMES[task]}", dataset.num_units),
-                                       footprints, splittable, flush=True)
-            tasks = np.full(len(footprints), task, dtype=np.int64)
-            valid[TASK_NAMES[task]] = PackedDataset(dataset, index, cfg.seq_length, vocab.pad_id,
-                                                    footprints, tasks, f"valid-{TASK_NAMES[task]}")
+    for name, info in meta["valid"].items():
+        task = TASK_NAMES.index(name)
+        parts = [s.dataset(cfg, "valid", n) for s, n in zip(plan.task_sources(task), info["sizes"])]
+        source = parts[0] if len(parts) == 1 else ConcatStream(parts, info["sizes"])
+        footprints = reader.array(f"valid-{name}-footprint")
+        tasks = np.full(len(footprints), task, dtype=np.int64)
+        valid[name] = PackedDataset(source, reader.pack_index(f"valid-{name}-"), cfg.seq_length, vocab.pad_id,
+                                    footprints, tasks, f"valid-{name}")
     return train, valid
 
 

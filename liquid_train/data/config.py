@@ -1,13 +1,26 @@
 """`DataConfig`: everything that determines the mixed-task token stream.
 
 The global stream is a pure function of this config (plus the dataset files and the consumed-sample count), so the
-config is also what the packing-index cache is keyed on. It loads from YAML with omegaconf (``configs/data/*.yaml``).
+config is also what the mixed-task index is keyed on (`liquid_train.data.index`). It loads from YAML with omegaconf
+(``configs/data/*.yaml``).
+
+Data of a task comes either from one indexed dataset (``pairs_path`` for T2I and I2T, ``text_path`` for text) or from
+several weighted ones (``sources``)::
+
+    sources:
+      text: [{path: /data/dclm, weight: 15}, {path: /data/slimpajama, weight: 12}, {path: /data/starcoder, weight: 3}]
+      t2i:  [{path: /data/pairs_a, weight: 2}, {path: /data/pairs_b, weight: 1}]
+      i2t:  [{path: /data/pairs_a, weight: 1}]     # T2I and I2T may share pair datasets
+
+``mixture`` weighs the tasks; a source's ``weight`` weighs it within its task.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
+
+from omegaconf import MISSING
 
 from liquid_train.vocab import TASK_NAMES
 
@@ -27,6 +40,21 @@ T2I_INSTRUCTIONS: List[str] = [
 I2T_PROMPT = "The caption of this image is:"
 
 MIX_BY_CHOICES = ("samples", "tokens")
+SOURCE_KINDS = {"text": "text", "t2i": "pairs", "i2t": "pairs"}  # task -> kind of indexed dataset it reads
+
+
+@dataclass
+class DataSource:
+    """One indexed dataset of a task: ``path`` is the ``<prefix>`` of ``<prefix>.bin/.idx``."""
+    path: str = MISSING
+    weight: float = 1.0
+    """Relative to the other sources of the same task (normalised within the task)."""
+    name: Optional[str] = None
+    """Label in the data report (``samples/<task>/<name>``); default: the prefix's file name."""
+
+    @property
+    def label(self) -> str:
+        return self.name or os.path.basename(os.path.normpath(self.path))
 TEXT_SAMPLE_CHOICES = ("window", "document")
 
 
@@ -35,7 +63,10 @@ class DataConfig:
     pairs_path: Optional[str] = None
     """Prefix of the ``pairs`` indexed dataset (``<prefix>.bin/.idx``); needed when t2i or i2t has weight > 0."""
     text_path: Optional[str] = None
-    """Prefix of the ``text`` indexed dataset; needed when text has weight > 0."""
+    """Prefix of the ``text`` indexed dataset; needed when text has weight > 0 (unless ``sources.text`` is set)."""
+    sources: Dict[str, List[DataSource]] = field(default_factory=dict)
+    """Several weighted indexed datasets per task: ``{text|t2i|i2t: [{path, weight, name}, ...]}`` (module
+    docstring). A task listed here must not also get its data from ``pairs_path``/``text_path``."""
     tokenizer: Optional[str] = None
     """HF tokenizer (dir or name) used to tokenize the constant template strings; the one that built the datasets."""
     vocab: Optional[str] = None
@@ -66,11 +97,14 @@ class DataConfig:
     pack_window: int = 8
     """Open sequences the packer keeps (best-fit among them); larger packs tighter but reorders samples more."""
     cache_dir: Optional[str] = None
-    """Where packing indices are cached (keyed by a hash of everything above); None = ``<pairs/text dir>/cache``."""
+    """Where the mixed-task index is stored (keyed by a hash of everything that determines it); None =
+    ``<directory of the first source>/cache``. Must be on a filesystem every rank of a job sees."""
     t2i_instructions: List[str] = field(default_factory=lambda: list(T2I_INSTRUCTIONS))
     i2t_prompt: str = I2T_PROMPT
 
     def __post_init__(self) -> None:
+        self.sources = {task: [s if isinstance(s, DataSource) else DataSource(**dict(s)) for s in entries]
+                        for task, entries in dict(self.sources or {}).items()}
         self.validate()
 
     def validate(self) -> None:
@@ -98,11 +132,37 @@ class DataConfig:
             raise ValueError("DataConfig.pack_window must be >= 1")
         if len(self.t2i_instructions) < 1:
             raise ValueError("DataConfig.t2i_instructions must hold at least one instruction")
+        for task, entries in self.sources.items():
+            if task not in SOURCE_KINDS:
+                raise ValueError(f"DataConfig.sources: unknown task {task!r}; known: {list(SOURCE_KINDS)}")
+            single = f"{SOURCE_KINDS[task]}_path"
+            if entries and getattr(self, single):
+                raise ValueError(f"DataConfig.sources.{task} and DataConfig.{single} both give {task} data; "
+                                 f"keep one (list the {single} dataset in sources.{task})")
+            labels = [s.label for s in entries]
+            for s in entries:
+                if not float(s.weight) > 0:
+                    raise ValueError(f"DataConfig.sources.{task}: source {s.label!r} has weight {s.weight}; "
+                                     f"weights must be > 0 (drop the source instead)")
+            if len(set(labels)) < len(labels):
+                dup = next(x for x in labels if labels.count(x) > 1)
+                raise ValueError(f"DataConfig.sources.{task}: two sources are named {dup!r}; give each a `name`")
 
     @property
     def active_tasks(self) -> List[int]:
         """Task ids (TASK_*) with a positive weight, in TASK_NAMES order."""
         return [t for t, name in enumerate(TASK_NAMES) if float(self.mixture.get(name, 0.0)) > 0]
+
+    def task_sources(self, task: int) -> List[DataSource]:
+        """The sources of task ``task`` (TASK_*): ``sources.<task>``, else the single-path key as one source."""
+        name = TASK_NAMES[task]
+        if self.sources.get(name):
+            return list(self.sources[name])
+        single = f"{SOURCE_KINDS[name]}_path"
+        if getattr(self, single) is None:
+            raise ValueError(f"DataConfig.mixture gives {name} a weight but DataConfig.{single} is unset "
+                             f"(and DataConfig.sources.{name} is empty)")
+        return [DataSource(path=getattr(self, single))]
 
 
 def load_data_config(path: str, overrides: Optional[List[str]] = None) -> DataConfig:

@@ -21,13 +21,14 @@ micro-batch's rows laid end to end, with ``cu_seqlens`` at every segment boundar
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from megatron.core.packed_seq_params import PackedSeqParams
 
+from liquid_train.data import kernels
 from liquid_train.vocab import TASK_PAD
 
 
@@ -52,6 +53,110 @@ class PackIndex:
         return {"offsets": self.offsets, "sample": self.sample, "start": self.start, "length": self.length}
 
 
+def check_footprints(footprints: np.ndarray, splittable: np.ndarray, seq_length: int, base: int = 0) -> None:
+    """The packer's preconditions: whole samples fit a row, every sample has a position (``base``: the stream
+    index of ``footprints[0]``, for the message)."""
+    whole = footprints[~splittable]
+    if whole.size and whole.max() > seq_length:
+        bad = int(np.nonzero(~splittable)[0][np.argmax(whole)])
+        raise ValueError(f"stream sample {base + bad} has footprint {footprints[bad]} > seq_length {seq_length}")
+    if footprints.size and footprints.min() < 1:
+        raise ValueError("stream samples must have a footprint of at least 1 token")
+
+
+class StreamPacker:
+    """The online packer of `build_pack_index`, fed the stream chunk by chunk (compiled: `kernels.pack_chunk`).
+
+    `feed` returns the rows the chunk completed, as ``(row_lengths, sample, start, length)`` arrays (runs per row,
+    then the runs in row order); the open rows carry over to the next chunk, so feeding a stream in any chunking
+    gives the rows of one `build_pack_index` call. Memory: the open rows plus one output buffer.
+
+    With ``tally_every`` > 0 it also counts, per block of that many emitted rows, the samples that begin there per
+    source (``source_of``: the source of every stream sample fed so far, indexable by stream position) and the
+    positions used: `tally` returns them (what the training report reads instead of scanning the rows)."""
+
+    def __init__(self, seq_length: int, window: int = 8, buffer_runs: int = 1 << 22, tally_every: int = 0,
+                 num_sources: int = 1):
+        if window < 1:
+            raise ValueError("pack window must be >= 1")
+        self.seq_length, self.window = int(seq_length), int(window)
+        self.num_samples = 0
+        self._state = np.array([0, window, 0], dtype=np.int64)  # open rows, free slots, rows emitted
+        self._order = np.zeros(window, dtype=np.int64)
+        self._free = np.arange(window, dtype=np.int64)[::-1].copy()
+        self._room = np.zeros(window, dtype=np.int64)
+        self._count = np.zeros(window, dtype=np.int64)
+        self._runs = np.zeros((window, self.seq_length, 3), dtype=np.int64)
+        self._capacity = max(int(buffer_runs), 8 * self.seq_length)
+        self._every = int(tally_every)
+        self._begun = np.zeros((1, num_sources), dtype=np.int64)
+        self._used = np.zeros(1, dtype=np.int64)
+
+    @property
+    def num_rows(self) -> int:
+        return int(self._state[2])
+
+    def _buffers(self, capacity: int):
+        return (np.empty(capacity, np.int64), np.empty(capacity, np.int32), np.empty(capacity, np.int32),
+                np.empty(capacity, np.int64), np.zeros(2, np.int64))
+
+    def _tally(self, source_of: Optional[np.ndarray], rows_ahead: int):
+        if self._every <= 0:
+            return (np.zeros(1, np.int16), self._begun, self._used, 0)
+        need = (self.num_rows + rows_ahead) // self._every + 1
+        if need > len(self._used):
+            grow = max(need, 2 * len(self._used)) - len(self._used)
+            self._begun = np.concatenate([self._begun, np.zeros((grow, self._begun.shape[1]), np.int64)])
+            self._used = np.concatenate([self._used, np.zeros(grow, np.int64)])
+        return (source_of, self._begun, self._used, self._every)
+
+    @staticmethod
+    def _take(buffers):
+        sample, start, length, rows, cursor = buffers
+        r, k = int(cursor[0]), int(cursor[1])
+        return rows[:k], sample[:r], start[:r], length[:r]
+
+    def feed(self, footprints: np.ndarray, splittable: np.ndarray, source_of: Optional[np.ndarray] = None):
+        footprints = np.ascontiguousarray(footprints, dtype=np.int64)
+        splittable = np.ascontiguousarray(splittable, dtype=np.bool_)
+        check_footprints(footprints, splittable, self.seq_length, self.num_samples)
+        worst = int(footprints.max(initial=0)) // self.seq_length + 3
+        # enough for the whole chunk in one call: a run ends its sample or fills its row
+        need = len(footprints) + int(footprints.sum()) // self.seq_length + worst * self.seq_length + 1
+        capacity = max(min(self._capacity, need), 2 * worst * self.seq_length)
+        parts, done = [], 0
+        while done < len(footprints) or not parts:
+            buffers = self._buffers(capacity)
+            done += kernels.pack_chunk(footprints[done:], splittable[done:], self.num_samples + done,
+                                       self.seq_length, self.window, self._state, self._order, self._free,
+                                       self._room, self._count, self._runs, buffers,
+                                       self._tally(source_of, capacity))
+            parts.append(self._take(buffers))
+        self.num_samples += len(footprints)
+        if len(parts) == 1:
+            return parts[0]
+        return tuple(np.concatenate(column) for column in zip(*parts))
+
+    def flush(self, source_of: Optional[np.ndarray] = None):
+        """Emit the rows still open (oldest first); the packer is then empty."""
+        buffers = self._buffers(max(1, int(self._count.sum())))
+        kernels.flush_open(self._state, self._order, self._count, self._runs, buffers,
+                           self._tally(source_of, self.window))
+        self._free = np.arange(self.window, dtype=np.int64)[::-1].copy()
+        self._state[1] = self.window
+        return self._take(buffers)
+
+    def tally(self) -> Tuple[np.ndarray, np.ndarray]:
+        """Cumulative ``(begun[b, source], used[b])`` over the rows before row ``b * tally_every``, for every
+        ``b`` up to the block of the last row emitted (inclusive of its end)."""
+        blocks = self.num_rows // self._every + 1
+        begun = np.zeros((blocks + 1, self._begun.shape[1]), dtype=np.int64)
+        np.cumsum(self._begun[:blocks], axis=0, out=begun[1:])
+        used = np.zeros(blocks + 1, dtype=np.int64)
+        np.cumsum(self._used[:blocks], out=used[1:])
+        return begun, used
+
+
 def build_pack_index(footprints: np.ndarray, seq_length: int, window: int = 8, flush: bool = False,
                      splittable: Optional[np.ndarray] = None) -> PackIndex:
     """Pack stream samples with the given footprints (positions each) into ``seq_length`` rows.
@@ -60,60 +165,19 @@ def build_pack_index(footprints: np.ndarray, seq_length: int, window: int = 8, f
     open row is emitted first). Splittable samples (text windows) are poured, in stream order, into the oldest open
     row, as many positions as it has room for, then the next one; that fills the gap an image sample leaves with
     the text that comes next in the stream. ``flush=False`` drops the rows still open at the end of the stream
-    (prefix stability for training); ``flush=True`` emits them too (finite validation sets)."""
+    (prefix stability for training); ``flush=True`` emits them too (finite validation sets).
+
+    Compiled (`StreamPacker`); identical to `liquid_train.data.reference.build_pack_index`."""
     footprints = np.asarray(footprints, dtype=np.int64)
     split = np.zeros(len(footprints), dtype=bool) if splittable is None else np.asarray(splittable, dtype=bool)
-    whole = footprints[~split]
-    if whole.size and whole.max() > seq_length:
-        bad = int(np.nonzero(~split)[0][np.argmax(whole)])
-        raise ValueError(f"stream sample {bad} has footprint {footprints[bad]} > seq_length {seq_length}")
-    if footprints.size and footprints.min() < 1:
-        raise ValueError("stream samples must have a footprint of at least 1 token")
-    room: List[int] = []
-    members: List[List[Tuple[int, int, int]]] = []
-    emitted: List[List[Tuple[int, int, int]]] = []
-    for i, (f, pour) in enumerate(zip(footprints.tolist(), split.tolist())):
-        if pour:
-            start = 0
-            while start < f:
-                if not room:
-                    room.append(seq_length)
-                    members.append([])
-                take = min(room[0], f - start)
-                members[0].append((i, start, take))
-                room[0] -= take
-                start += take
-                if room[0] == 0:
-                    emitted.append(members.pop(0))
-                    room.pop(0)
-            continue
-        best = -1
-        best_room = seq_length + 1
-        for j, r in enumerate(room):
-            if f <= r < best_room:
-                best, best_room = j, r
-        if best < 0:
-            if len(room) >= window:
-                fullest = min(range(len(room)), key=room.__getitem__)
-                emitted.append(members.pop(fullest))
-                room.pop(fullest)
-            if f == seq_length:
-                emitted.append([(i, 0, f)])
-                continue
-            room.append(seq_length - f)
-            members.append([(i, 0, f)])
-        else:
-            room[best] -= f
-            members[best].append((i, 0, f))
-            if room[best] == 0:
-                emitted.append(members.pop(best))
-                room.pop(best)
+    packer = StreamPacker(seq_length, window)
+    parts = [packer.feed(footprints, split)]
     if flush:
-        emitted.extend(members)
-    offsets = np.zeros(len(emitted) + 1, dtype=np.int64)
-    offsets[1:] = np.cumsum([len(m) for m in emitted])
-    runs = np.array([run for m in emitted for run in m], dtype=np.int64).reshape(-1, 3)
-    return PackIndex(offsets, runs[:, 0].copy(), runs[:, 1].astype(np.int32), runs[:, 2].astype(np.int32))
+        parts.append(packer.flush())
+    rows, sample, start, length = (np.concatenate(column) for column in zip(*parts))
+    offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(rows, out=offsets[1:])
+    return PackIndex(offsets, sample, start, length)
 
 
 class PackedDataset(torch.utils.data.Dataset):
