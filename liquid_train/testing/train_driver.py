@@ -55,7 +55,8 @@ class _NaNOnSteps:
         return model
 
 
-def _model_provider(cfg) -> Optional[ModelProvider]:
+def nan_on_steps_provider(cfg) -> Optional[ModelProvider]:
+    """The default model provider, poisoned on the steps ``LT_TEST_NAN_STEPS`` names (None when it names none)."""
     steps = {int(s) for s in os.environ.get("LT_TEST_NAN_STEPS", "").split(",") if s}
     if not steps:
         return None
@@ -104,7 +105,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         family = next((o.split("=", 1)[1] for o in overrides if o.startswith("model.family=")), "qwen2.5")
         cfg = _config(data, family, overrides, run_dir)
         try:
-            run(cfg, model_provider=_model_provider(cfg))
+            run(cfg, model_provider=nan_on_steps_provider(cfg))
         except TrainingAborted as err:
             print(f"ABORTED: {err}", file=sys.stderr)
             return 3
@@ -120,7 +121,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             extra = [f"model.init_from={os.path.join(args.init_root, family)}"] if args.init_root else []
             cfg = _config(data, family, overrides + extra, os.path.join(run_dir, family))
             parallel.set_seed(cfg.parallel.seed)
-            run(cfg, model_provider=_model_provider(cfg), init_parallel=False)
+            run(cfg, model_provider=nan_on_steps_provider(cfg), init_parallel=False)
     finally:
         parallel.destroy_parallel()
     return 0
