@@ -100,7 +100,7 @@ def test_every_schema_field_is_read(tmp_path, recorder, monkeypatch):
     cfg = load_config(overrides=tiny_run_overrides(data, iters=4) + [
         f"run_dir={tmp_path}/run", "train.eval_interval=2", "checkpoint.save_interval=2", "logging.tensorboard=true",
         "sampling.interval=4", "sampling.vq_tokenizer=chameleon-vqgan-tiny", "sampling.image_tokens=16",
-        "sampling.prompts=[w1 w2]", "sampling.top_k=4", "train.exit_after_iters=4", "schedule.warmup_steps=null",
+        "sampling.prompts=[w1 w2]", "sampling.sampler.temperature=1.0", "train.exit_after_iters=4", "schedule.warmup_steps=null",
         "schedule.warmup_fraction=0.25"])
     run(cfg, model_provider=nan_on_steps_provider(cfg))
     # Branches a CPU run does not take, through the same functions the trainer calls.

@@ -1,4 +1,4 @@
-"""A packed micro-batch is exactly its samples run alone: loss and gradients through the Trainer's own step
+"""A packed micro-batch is exactly its samples run alone: loss and gradients through the trainer's own step (``TrainModule``)
 (megatron's schedule, THD ``PackedSeqParams``, the run config's build path), for all four families, fp32.
 
 The oracle is each attention segment of the packed micro-batch as a micro-batch of its own: the summed loss and the
@@ -18,7 +18,9 @@ from liquid_train.parallel import destroy_parallel, initialize_parallel
 from liquid_train.testing.runs import ensure_tiny_run_data, tiny_run_overrides
 from liquid_train.training import load_config
 from liquid_train.training.loss import STAT_NAMES
-from liquid_train.training.trainer import Trainer, default_data_provider, default_model_provider
+from liquid_train.training import data_adapter
+from liquid_train.training.providers import default_model_provider
+from liquid_train.training.train_module import TrainModule
 
 FAMILIES = ("qwen2.5", "llama3.2", "gemma2", "gemma")
 CE, TOKENS = STAT_NAMES.index("ce"), STAT_NAMES.index("tokens")
@@ -45,8 +47,8 @@ def _segments(batch):
         yield one
 
 
-def _grads(trainer):
-    return torch.cat([p.main_grad.detach().reshape(-1).clone() for chunk in trainer.model
+def _grads(module):
+    return torch.cat([p.main_grad.detach().reshape(-1).clone() for chunk in module.model
                       for p in chunk.parameters() if p.requires_grad])
 
 
@@ -56,25 +58,25 @@ def test_packed_micro_batch_equals_its_samples_alone(tmp_path, data, family):
                                                                     "train.micro_batch_size=4"])
     initialize_parallel(1, 1, seed=3)
     try:
-        model = default_model_provider(cfg, "fp32")
-        trainer = Trainer(cfg, model, default_data_provider(cfg, model.vocab))
-        batch = next(trainer.data.train_iterator(0, 4, 0, 1))
+        model = default_model_provider(cfg)
+        module = TrainModule(cfg, model)
+        batch = next(data_adapter.build(cfg, model.vocab).train_iterator(0, 4, 0, 1))
         segments = list(_segments(batch))
         assert len(segments) >= 4, "the packed micro-batch should hold several samples"
 
-        for chunk in trainer.model:
+        for chunk in module.model:
             chunk.zero_grad_buffer()
-        packed = trainer.forward_backward([batch])
-        packed_grad = _grads(trainer) * packed[TOKENS]
+        packed = module.forward_backward([batch])
+        packed_grad = _grads(module) * packed[TOKENS]
 
         total = torch.zeros_like(packed)
         alone_grad = torch.zeros_like(packed_grad)
         for one in segments:
-            for chunk in trainer.model:
+            for chunk in module.model:
                 chunk.zero_grad_buffer()
-            stats = trainer.forward_backward([one])
+            stats = module.forward_backward([one])
             total += stats
-            alone_grad += _grads(trainer) * stats[TOKENS]
+            alone_grad += _grads(module) * stats[TOKENS]
     finally:
         destroy_parallel()
     assert packed[TOKENS] == total[TOKENS] > 0
@@ -90,16 +92,16 @@ def test_cross_sample_attention_would_be_caught(tmp_path, data):
     cfg = load_config(overrides=tiny_run_overrides(data, "qwen2.5") + [f"run_dir={tmp_path}"])
     initialize_parallel(1, 1, seed=3)
     try:
-        model = default_model_provider(cfg, "fp32")
-        trainer = Trainer(cfg, model, default_data_provider(cfg, model.vocab))
-        batch = next(trainer.data.train_iterator(0, 2, 0, 1))
+        model = default_model_provider(cfg)
+        module = TrainModule(cfg, model)
+        batch = next(data_adapter.build(cfg, model.vocab).train_iterator(0, 2, 0, 1))
         t = batch["tokens"].numel()
         cu = torch.tensor([0, t], dtype=torch.int32)
         leaky = dict(batch, packed_seq_params=dataclasses.replace(batch["packed_seq_params"], cu_seqlens_q=cu,
                                                                   cu_seqlens_kv=cu, max_seqlen_q=t,
                                                                   max_seqlen_kv=t))
-        right = trainer.forward_backward([batch], forward_only=True)
-        wrong = trainer.forward_backward([leaky], forward_only=True)
+        right = module.forward_backward([batch], forward_only=True)
+        wrong = module.forward_backward([leaky], forward_only=True)
     finally:
         destroy_parallel()
     assert abs(float(right[CE] - wrong[CE])) > 3 * TOL * float(right[CE])

@@ -21,7 +21,9 @@ from liquid_train.parallel import destroy_parallel, initialize_parallel
 from liquid_train.planning.planner import Layout, plan
 from liquid_train.testing.runs import ensure_tiny_run_data, tiny_run_overrides
 from liquid_train.training import load_config
-from liquid_train.training.trainer import Trainer, default_data_provider, default_model_provider
+from liquid_train.training import data_adapter
+from liquid_train.training.providers import default_model_provider
+from liquid_train.training.train_module import TrainModule
 
 SHAPE = dict(hidden_size=512, num_layers=8, ffn_hidden_size=2048, num_attention_heads=8, num_query_groups=4,
              head_dim=64)
@@ -37,14 +39,13 @@ def main(root: str) -> dict:
     initialize_parallel(1, 1)
     try:
         model = default_model_provider(cfg)
-        provider = default_data_provider(cfg, model.vocab)
-        batch = next(provider.train_iterator(0, BATCH, 0, 1))
+        batch = next(data_adapter.build(cfg, model.vocab).train_iterator(0, BATCH, 0, 1))
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        trainer = Trainer(cfg, model, provider)
+        module = TrainModule(cfg, model)
         for _ in range(3):
-            trainer.train_step([batch])
+            module.train_step([batch])
         measured = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024
-        kernels = kernels_of(trainer.model[0].config)
+        kernels = kernels_of(module.model[0].config)
     finally:
         destroy_parallel()
     layout = Layout(micro_batch_size=BATCH, global_batch_size=BATCH, seq_length=SEQ, recompute="none",

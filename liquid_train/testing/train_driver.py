@@ -28,7 +28,7 @@ from liquid_train.models.builder import build_from_run_config
 from liquid_train.testing.runs import ensure_tiny_run_data, tiny_run_overrides
 from liquid_train.training import TrainingAborted, load_config, run
 from liquid_train.training.checkpoint import CheckpointError
-from liquid_train.training.trainer import ModelProvider, default_model_provider
+from liquid_train.training.providers import ModelProvider, default_model_provider
 from liquid_train.vocab import LiquidVocab
 
 
@@ -60,7 +60,7 @@ def nan_on_steps_provider(cfg) -> Optional[ModelProvider]:
     steps = {int(s) for s in os.environ.get("LT_TEST_NAN_STEPS", "").split(",") if s}
     if not steps:
         return None
-    provider = default_model_provider(cfg, cfg.model.precision)
+    provider = default_model_provider(cfg)
     provider.provider = _NaNOnSteps(provider.provider, steps, int(os.environ.get("LT_TEST_MICROBATCHES", "1")))
     return provider
 

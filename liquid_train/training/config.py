@@ -20,6 +20,7 @@ from liquid_train.atomic import atomic_write_text
 from liquid_train.models.options import PRECISIONS, FP8Config, RecomputeConfig
 
 from liquid_train.data.config import DataConfig
+from liquid_train.inference.sampling import SamplingConfig
 
 
 class ConfigError(ValueError):
@@ -144,20 +145,21 @@ class CheckpointConfig:
     """Defaults to ``<run_dir>/checkpoints``."""
 
 
+def _greedy_cfg3() -> SamplingConfig:
+    return SamplingConfig(cfg_scale=3.0, temperature=0.0, top_k=0, top_p=1.0)
+
+
 @dataclass
-class SamplingConfig:
+class T2ISamplesConfig:
     interval: int = 0
     """Every N steps, draw T2I samples for the prompts below and write a PNG grid; 0 disables."""
     prompts: List[str] = field(default_factory=lambda: ["a red circle on a blue background"])
     vq_tokenizer: Optional[str] = None
     """Name or path for ``data_pipeline.vq.load_vq_tokenizer``; default: the vocabulary's ``vq_tokenizer``."""
-    cfg_scale: float = 3.0
-    temperature: float = 1.0
-    top_k: int = 0
-    """0 = greedy."""
     image_tokens: Optional[int] = None
     """Codes per image (h*w); default: from the data config's image grid, else a square of num_image_tokens."""
-    seed: int = 0
+    sampler: SamplingConfig = field(default_factory=_greedy_cfg3)
+    """The one sampling config of ``liquid_train.inference`` (temperature 0 = greedy); default CFG 3, greedy."""
 
 
 @dataclass
@@ -183,7 +185,7 @@ class RunConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    sampling: T2ISamplesConfig = field(default_factory=T2ISamplesConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
 

@@ -6,28 +6,21 @@ itself (templates, exact ratios, packing, resume) is the data package's.
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
 from typing import Dict, Iterator
 
-from omegaconf import OmegaConf
+from liquid_train.data import build_data_loader, build_datasets
+from liquid_train.training.preflight import data_config
+from liquid_train.training.providers import DataProvider
+from liquid_train.vocab import TASK_TEXT
 
 logger = logging.getLogger(__name__)
 
 
-def _data_config(cfg):
-    from liquid_train.data import DataConfig
-
-    if OmegaConf.is_config(cfg.data):
-        return OmegaConf.to_object(cfg.data) if OmegaConf.get_type(cfg.data) is DataConfig else \
-            DataConfig(**OmegaConf.to_container(cfg.data, resolve=True))
-    return cfg.data
-
-
-def build(cfg, vocab):
-    from liquid_train.data import build_data_loader, build_datasets
-    from liquid_train.training.trainer import DataProvider
-
-    data_cfg = _data_config(cfg)
+def build(cfg, vocab) -> DataProvider:
+    data_cfg = data_config(cfg)
     num_train = cfg.train.iters * cfg.train.global_batch_size
     train, valid = build_datasets(data_cfg, num_train, vocab=vocab)
 
@@ -44,19 +37,23 @@ def build(cfg, vocab):
             out[task] = _cycle(dataset, micro_batch_size, dp_rank, dp_size, build_data_loader)
         return out
 
-    grid = None
-    try:
-        import json
-        import os
-
-        if data_cfg.pairs_path and os.path.exists(data_cfg.pairs_path + ".meta.json"):
-            with open(data_cfg.pairs_path + ".meta.json") as f:
-                grid = json.load(f).get("image_grid")
-    except Exception:  # the grid only sizes the sample images
-        grid = None
+    grid = _image_grid(data_cfg)
     return DataProvider(train_iterator=train_iterator, valid_iterators=valid_iterators,
                         seq_length=data_cfg.seq_length, image_tokens=(grid[0] * grid[1]) if grid else None,
                         report=train.report)
+
+
+def _image_grid(data_cfg):
+    """The (h, w) code grid of the first image-text source (``<prefix>.meta.json``), or None: it only sizes the
+    in-training sample images."""
+    for task in data_cfg.active_tasks:
+        if task == TASK_TEXT:
+            continue
+        meta = data_cfg.task_sources(task)[0].path + ".meta.json"
+        if os.path.exists(meta):
+            with open(meta) as f:
+                return json.load(f).get("image_grid")
+    return None
 
 
 def _cycle(dataset, micro_batch_size, dp_rank, dp_size, build_data_loader):

@@ -81,15 +81,18 @@ def _check_data(data: DataConfig) -> None:
                                 f"tokenizer directory that built the indexed datasets")
     for task in data.active_tasks:
         kind = "text" if task == TASK_TEXT else "pairs"
-        key = f"data.{kind}_path"
-        prefix = getattr(data, f"{kind}_path")
-        if not prefix:
-            _fail(key, f"is not set, but data.mixture gives {TASK_NAMES[task]} a weight; set it or drop the task "
-                       f"from the mixture")
-        for suffix in (".bin", ".idx"):
-            if not os.path.exists(prefix + suffix):
-                _fail(key, f"{prefix}{suffix} does not exist; build it with `liquid-data build {kind} ...` "
-                           f"(docs/data_pipeline.md)")
+        single = f"data.{kind}_path"
+        try:
+            sources = data.task_sources(task)
+        except ValueError:
+            _fail(single, f"is not set, but data.mixture gives {TASK_NAMES[task]} a weight; set it (or "
+                          f"data.sources.{TASK_NAMES[task]}) or drop the task from the mixture")
+        key = single if not data.sources.get(TASK_NAMES[task]) else f"data.sources.{TASK_NAMES[task]}"
+        for source in sources:
+            for suffix in (".bin", ".idx"):
+                if not os.path.exists(source.path + suffix):
+                    _fail(key, f"{source.path}{suffix} does not exist; build it with `liquid-data build {kind} "
+                               f"...` (docs/data_pipeline.md)")
 
 
 def _check_machine(cfg, arch: ModelArch, options: BuildOptions, world_size: int) -> str:

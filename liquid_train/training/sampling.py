@@ -15,14 +15,24 @@ from types import SimpleNamespace
 from typing import List, Sequence
 
 import torch
+from megatron.core import parallel_state as ps
+from megatron.core.packed_seq_params import PackedSeqParams
+from megatron.core.tensor_parallel import gather_from_tensor_model_parallel_region
+from transformers import AutoTokenizer
+
+from data_pipeline.vq import load_vq_tokenizer
+from liquid_train.data.config import T2I_INSTRUCTIONS
+from liquid_train.inference.grid import save_image_grid
+from liquid_train.inference.sampling import generate_image_tokens
 
 logger = logging.getLogger(__name__)
 
 
 class MegatronCausalLM:
     """The call surface `inference.sampling.CachedDecoder` uses (``input_ids``, a 2-D padding ``attention_mask``,
-    ``position_ids`` -> ``.logits``), over a megatron GPTModel: builds its 4-D mask (True = masked: the future and
-    the left pads; every row may see itself so none is empty) and gathers tensor-parallel logits."""
+    ``position_ids`` -> ``.logits``), over a megatron GPTModel. The rows' real tokens go in as one packed THD batch
+    (megatron's ``PackedSeqParams``, one segment per row), as in training, so every attention backend (TE, flex,
+    local) sees what it was built for; logits come back ``[b, s, V]`` (zero at the pads), TP-gathered."""
 
     def __init__(self, model):
         self.model = model
@@ -32,27 +42,27 @@ class MegatronCausalLM:
 
     @torch.no_grad()
     def __call__(self, input_ids, attention_mask, position_ids, use_cache=False, past_key_values=None):
-        from megatron.core import parallel_state as ps
-        from megatron.core.tensor_parallel import gather_from_tensor_model_parallel_region
-
         if use_cache or past_key_values is not None:
             raise ValueError("MegatronCausalLM has no KV cache; decode with use_cache=False")
-        s = input_ids.shape[1]
-        device = input_ids.device
-        future = torch.triu(torch.ones(s, s, dtype=torch.bool, device=device), 1)[None, None]
-        mask = future | (attention_mask == 0)[:, None, None, :]
-        mask = mask & ~torch.eye(s, dtype=torch.bool, device=device)[None, None]
-        logits = self.model(input_ids, position_ids, mask)
+        keep = attention_mask.bool()
+        lengths = keep.sum(dim=1).to(torch.int32)
+        cu = torch.zeros(len(lengths) + 1, dtype=torch.int32, device=input_ids.device)
+        torch.cumsum(lengths, 0, dtype=torch.int32, out=cu[1:])
+        longest = int(lengths.max())
+        params = PackedSeqParams(qkv_format="thd", cu_seqlens_q=cu, cu_seqlens_kv=cu, max_seqlen_q=longest,
+                                 max_seqlen_kv=longest)
+        tokens = input_ids[keep][None]
+        packed = self.model(tokens, torch.zeros_like(tokens), None, packed_seq_params=params)
         if ps.get_tensor_model_parallel_world_size() > 1:
-            logits = gather_from_tensor_model_parallel_region(logits)
+            packed = gather_from_tensor_model_parallel_region(packed)
+        logits = packed.new_zeros(*input_ids.shape, packed.size(-1))
+        logits[keep] = packed[0]
         return SimpleNamespace(logits=logits, past_key_values=None)
 
 
 def t2i_prompts(vocab, tokenizer, captions: Sequence[str]) -> List[List[int]]:
     """``[bos] caption instruction <boi>`` with caption and instruction tokenized apart, as the T2I template does
     (`data.templates`); without a tokenizer, unconditional-style ``[bos] <boi>`` prompts."""
-    from liquid_train.data.config import T2I_INSTRUCTIONS
-
     if tokenizer is None:
         return [[vocab.bos_id, vocab.boi_id] for _ in captions]
 
@@ -62,49 +72,37 @@ def t2i_prompts(vocab, tokenizer, captions: Sequence[str]) -> List[List[int]]:
     return [[vocab.bos_id] + encode(c) + encode(T2I_INSTRUCTIONS[0]) + [vocab.boi_id] for c in captions]
 
 
-def _tokenizer(trainer):
-    data = trainer.cfg.data
-    path = data.get("tokenizer") if hasattr(data, "get") else getattr(data, "tokenizer", None)
-    if not path:
-        return None
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(path)
+def _tokenizer(data_cfg):
+    path = getattr(data_cfg, "tokenizer", None)
+    return AutoTokenizer.from_pretrained(path) if path else None
 
 
-def log_t2i_samples(trainer, metrics) -> None:
-    """Called by the loop every ``sampling.interval`` steps on all ranks; rank 0 writes the grid."""
-    from liquid_train.inference.grid import save_image_grid
-    from liquid_train.inference.sampling import SamplingConfig, generate_image_tokens
-
-    s = trainer.cfg.sampling
-    if trainer.pp > 1 or len(trainer.model) > 1:
+def log_t2i_samples(trainer) -> None:
+    """Called every ``sampling.interval`` steps on all ranks; rank 0 writes the grid and logs it."""
+    s, module = trainer.cfg.sampling, trainer.module
+    if module.pp > 1 or len(module.model) > 1:
         logger.info("T2I samples need pipeline_parallel=1; skipped")
         return
-    vocab = trainer.vocab
+    vocab = module.vocab
     num_tokens = s.image_tokens or trainer.data.image_tokens or vocab.num_image_tokens
     side = int(math.isqrt(num_tokens))
     captions = list(s.prompts)
-    # sampling.top_k == 0 means greedy here (the training config's convention); the inference sampler's is temperature 0
-    sampling = SamplingConfig(cfg_scale=s.cfg_scale, temperature=s.temperature if s.top_k else 0.0,
-                              top_k=s.top_k, top_p=1.0, seed=s.seed)
-    model = trainer.model[0]
+    model = module.model[0]
     model.eval()
     try:
-        codes = generate_image_tokens(MegatronCausalLM(model), t2i_prompts(vocab, _tokenizer(trainer), captions),
+        codes = generate_image_tokens(MegatronCausalLM(model), t2i_prompts(vocab, _tokenizer(trainer.cfg.data),
+                                                                            captions),
                                       [vocab.bos_id, vocab.uncond_id, vocab.boi_id], side * side,
-                                      vocab.image_token_offset, vocab.image_token_end, vocab.pad_id, sampling,
+                                      vocab.image_token_offset, vocab.image_token_end, vocab.pad_id, s.sampler,
                                       use_cache=False)
     finally:
         model.train()
     if not trainer.is_logging_rank:
         return
-    from data_pipeline.vq import load_vq_tokenizer
-
     vq = load_vq_tokenizer(s.vq_tokenizer or vocab.vq_tokenizer, device="cpu")
     codes = (codes.cpu() - vocab.image_token_offset).view(-1, side, side).clamp(0, vq.codebook_size - 1)
     pixels = vq.decode(codes).float().clamp(-1, 1)
     images = ((pixels + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    path = os.path.join(trainer.run_dir, "samples", f"t2i_step{trainer.iteration:07d}.png")
+    path = os.path.join(trainer.run_dir, "samples", f"t2i_step{trainer.state.iteration:07d}.png")
     save_image_grid(images, path, captions)
-    metrics.log_image("t2i_samples", path, trainer.iteration)
+    trainer.log_image("t2i_samples", path, trainer.state.iteration)
