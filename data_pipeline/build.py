@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from .atomic import AtomicFile, atomic_write_json
+from liquid_train.atomic import AtomicFile, atomic_write_json
 from .errors import DataError
 from .settings import SETTINGS_FILE, settings_path
 from .shards import finished_shards, iter_shard, read_sidecar
@@ -138,7 +138,7 @@ def build_pairs(shards_dir: str, tokenizer_path: str, output_prefix: str, batch_
             "caption_tokens": _length_stats(caption_lengths), "vq_tokenizer": vq_names[0],
             "codebook_size": codebook_size, "image_grid": grid, "dtype": "int32", "skipped": skipped,
             "source": os.path.abspath(shards_dir), "num_shards": len(shards)}
-    atomic_write_json(output_prefix + ".meta.json", meta)
+    atomic_write_json(output_prefix + ".meta.json", meta, indent=1, sort_keys=True)
     return meta
 
 
@@ -189,7 +189,7 @@ def build_text(inputs: Sequence[str], tokenizer_path: str, output_prefix: str, t
     meta = {"kind": "text", "tokenizer": os.path.abspath(tokenizer_path), "num_documents": len(lengths),
             "num_sequences": len(lengths), "num_tokens": int(sum(lengths)), "document_tokens": _length_stats(lengths),
             "dtype": "int32", "skipped": skipped, "sources": files}
-    atomic_write_json(output_prefix + ".meta.json", meta)
+    atomic_write_json(output_prefix + ".meta.json", meta, indent=1, sort_keys=True)
     return meta
 
 

@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
-from .atomic import atomic_write_json
+from liquid_train.atomic import atomic_write_json
 from .distributed import RankInfo, detect_rank
 from .errors import DataError
 from .preprocess import PreprocessConfig, Rejected, clean_caption, decode_image, preprocess_image
@@ -158,7 +158,7 @@ def write_summary(out_dir: str, run_stats: Optional[Dict] = None) -> Dict:
         }
         if run_stats:
             summary["last_run"] = run_stats
-        atomic_write_json(os.path.join(out_dir, "summary.json"), summary)
+        atomic_write_json(os.path.join(out_dir, "summary.json"), summary, indent=1, sort_keys=True)
 
 
 def _plan(cfg: EncodeConfig):

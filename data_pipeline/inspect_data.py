@@ -9,7 +9,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .atomic import atomic_path
+from liquid_train.atomic import atomic_path
 from .errors import DataError
 from .shards import finished_shards, iter_shard, read_sidecar
 

@@ -19,7 +19,7 @@ import json
 import os
 from typing import Dict, List, Optional, Tuple
 
-from .atomic import atomic_write_json
+from liquid_train.atomic import atomic_write_json
 from .errors import DataError
 from .preprocess import PreprocessConfig
 
@@ -114,7 +114,7 @@ def forced_output_dir(out_dir: str, settings: Dict) -> str:
 def record_settings(out_dir: str, settings: Dict) -> None:
     """Write the record if there is none (every rank may; they write the same bytes)."""
     if not os.path.exists(settings_path(out_dir)):
-        atomic_write_json(settings_path(out_dir), settings)
+        atomic_write_json(settings_path(out_dir), settings, indent=1, sort_keys=True)
 
 
 def check_output_dir(out_dir: str, flag: str = "-o") -> None:

@@ -17,7 +17,7 @@ from typing import Dict, Iterator, List
 import numpy as np
 import webdataset as wds
 
-from .atomic import AtomicFile, atomic_write_json
+from liquid_train.atomic import AtomicFile, atomic_write_json
 
 SHARD_PATTERN = "shard-{:06d}.tar"
 
@@ -60,7 +60,7 @@ class ShardWriter:
         self._tar.close()
         self._file.close()
         self._atomic.commit(fsync=True)
-        atomic_write_json(sidecar_path(self.path), sidecar)
+        atomic_write_json(sidecar_path(self.path), sidecar, indent=1, sort_keys=True)
 
     def abort(self) -> None:
         try:

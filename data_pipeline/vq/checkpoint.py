@@ -14,7 +14,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 import torch
 from omegaconf import OmegaConf
 
-from ..atomic import atomic_path
+from liquid_train.atomic import atomic_path
 from ..errors import DataError
 from .model import VQGANConfig, VQModel
 
