@@ -1,7 +1,5 @@
 """TP=2 (two gloo processes) gives the same loss and gradients as TP=1; a TP=2 dist checkpoint loads at TP=1."""
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -12,14 +10,7 @@ from liquid_train.models.families import get_model_arch
 from liquid_train.models.hf_conversion import SafetensorsReader, load_hf_into_model, load_model_checkpoint
 from liquid_train.models.vocab_extension import plan_vocab
 from liquid_train.parallel import destroy_parallel, initialize_parallel
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from liquid_train.testing.distributed import run_distributed
 
 
 def _batch(b=2, s=16):
@@ -38,14 +29,7 @@ def test_tp2_matches_tp1_and_checkpoint_reshards(tmp_path):
     save_tiny_hf("llama3.2", hf_dir)
     batch = _batch()
     torch.save(batch, os.path.join(out, "batch.pt"))
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    for k in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        env.pop(k, None)
-    worker = os.path.join(os.path.dirname(__file__), "dist_worker_model.py")
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_port", str(_free_port()), worker, hf_dir, out], env=env, capture_output=True, text=True,
-                          timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_distributed("liquid_train.testing.tp_import_worker", [hf_dir, out], nproc=2, timeout=240)
 
     arch = get_model_arch("llama3.2", "tiny")
     vocab = plan_vocab(arch, 64)

@@ -1,19 +1,20 @@
-"""Worker for tests/test_parallel_model.py (run by torchrun with 2 gloo processes): import an HF model at TP=2,
-save the dist checkpoint, and record loss and local gradients for the parent to compare with TP=1."""
+"""``python -m liquid_train.testing.tp_import_worker HF_DIR OUT_DIR`` under torchrun with 2 processes (gloo):
+import an HF checkpoint at TP=2 (``hf_to_megatron``), save that dist checkpoint, and record each rank's loss and
+local gradients on ``OUT_DIR/batch.pt`` for the parent test to compare with TP=1 (tests/test_parallel_model.py)."""
+from __future__ import annotations
+
 import os
 import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))
+from liquid_train.models.builder import build_gpt_model
+from liquid_train.models.families import get_model_arch
+from liquid_train.models.hf_conversion import hf_to_megatron, load_model_checkpoint
+from liquid_train.parallel import destroy_parallel, initialize_parallel
 
 
 def main(hf_dir: str, out_dir: str) -> None:
-    from liquid_train.models.builder import build_gpt_model
-    from liquid_train.models.hf_conversion import hf_to_megatron, load_model_checkpoint
-    from liquid_train.models.families import get_model_arch
-    from liquid_train.parallel import destroy_parallel, initialize_parallel
-
     initialize_parallel(tp=2, pp=1, seed=5)
     rank = torch.distributed.get_rank()
     ckpt = os.path.join(out_dir, "ckpt_tp2")
