@@ -166,9 +166,10 @@ def to_device(batch: Dict, device) -> Dict:
     return out
 
 
-def train_steps(ctx, trainer: Trainer, batches: Sequence[Dict], budget_s: float) -> Dict[str, List[float]]:
-    """Optimizer steps of the trainer, one micro-batch each, until the batches or ``budget_s`` run out: the loss
-    and the wall time (GPU-synchronised) of every step."""
+def train_steps(ctx, trainer: Trainer, batches: Sequence[Dict], budget_s: float,
+                min_steps: int = 6) -> Dict[str, List[float]]:
+    """Optimizer steps of the trainer, one micro-batch each, until the batches run out or, after ``min_steps``,
+    ``budget_s`` has passed: the loss and the wall time (GPU-synchronised) of every step."""
     losses, seconds = [], []
     stop = time.monotonic() + budget_s
     for batch in batches:
@@ -176,6 +177,6 @@ def train_steps(ctx, trainer: Trainer, batches: Sequence[Dict], budget_s: float)
             summary = trainer.train_step([batch])
         losses.append(float(summary["loss"]))
         seconds.append(t["s"])
-        if time.monotonic() > stop:
+        if len(losses) >= min_steps and time.monotonic() > stop:
             break
     return {"losses": losses, "step_s": seconds}

@@ -6,7 +6,7 @@ the GPU's dense peak (:func:`liquid_train.accounting.peak_flops`). Sizes: qwen2.
 model the planner (:func:`liquid_train.planning.planner.plan`) says fits this one GPU: 7B at the deepest depth that
 fits (with the least recompute that makes it fit), or 3B if that is larger. The planner's per-GPU memory without
 its reserve (CUDA context, fragmentation) is compared with ``torch.cuda.max_memory_allocated``; should the run
-run out of memory, the attempt is recorded and a depth four layers shallower is tried once.
+run out of memory, the attempt is recorded and the choice is made once more with 30% of the GPU kept free.
 
 Step times are CUDA-event times of whole optimizer steps; the first steps (FlexAttention compiles, the allocator
 warms up) are reported apart and left out of the median.
@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import statistics
 from dataclasses import replace
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 import torch
@@ -42,28 +42,30 @@ def _options(precision: str, recompute: str) -> BuildOptions:
                         recompute=RECOMPUTE[recompute])
 
 
-def planned(arch, rows: int, precision: str, recompute: str, seq: int, mbs: int, gpu: str) -> PlanResult:
-    """The planner's view of one GPU running this case, with the kernels the build path would pick."""
+def planned(arch, rows: int, precision: str, recompute: str, seq: int, mbs: int, gpu: str,
+            headroom_gib: float = 0.0) -> PlanResult:
+    """The planner's view of one GPU running this case, with the kernels the build path would pick
+    (``headroom_gib`` is added to the planner's reserve)."""
     kernels = kernels_of(builder.transformer_config(arch, _options(precision, recompute)))
     layout = Layout(micro_batch_size=mbs, global_batch_size=mbs, seq_length=seq, recompute=recompute,
                     precision=precision, kernels=kernels, sequence_parallel=False, use_distributed_optimizer=True,
-                    nodes=1, gpus_per_node=1, gpu=gpu)
+                    nodes=1, gpus_per_node=1, gpu=gpu, reserve_gib=Layout.reserve_gib + headroom_gib)
     return plan(arch, layout, rows)
 
 
 def largest_fitting(gpu: str, seq: int, mbs: int, precision: str = "bf16",
-                    max_layers: Optional[int] = None) -> Tuple[object, str, PlanResult]:
+                    headroom_gib: float = 0.0) -> Tuple[object, str, PlanResult]:
     """(arch, recompute, plan) of the largest qwen2.5 model that fits: 7B at the deepest depth that fits (least
     recompute first), or 3B when that has more parameters."""
     found: List[Tuple[object, str, PlanResult]] = []
     seven = get_model_arch("qwen2.5", "7b")
-    for layers in range(min(seven.num_layers, max_layers or seven.num_layers), 0, -1):
+    for layers in range(seven.num_layers, 0, -1):
         arch = seven if layers == seven.num_layers else replace(seven, num_layers=layers, size=f"7b-{layers}-layers")
-        hit = _first_fit(arch, precision, seq, mbs, gpu)
+        hit = _first_fit(arch, precision, seq, mbs, gpu, headroom_gib)
         if hit:
             found.append(hit)
             break
-    hit = _first_fit(get_model_arch("qwen2.5", "3b"), precision, seq, mbs, gpu)
+    hit = _first_fit(get_model_arch("qwen2.5", "3b"), precision, seq, mbs, gpu, headroom_gib)
     if hit:
         found.append(hit)
     if not found:
@@ -71,10 +73,10 @@ def largest_fitting(gpu: str, seq: int, mbs: int, precision: str = "bf16",
     return max(found, key=lambda f: f[2].params_total)
 
 
-def _first_fit(arch, precision, seq, mbs, gpu):
+def _first_fit(arch, precision, seq, mbs, gpu, headroom_gib):
     rows = plan_vocab(arch).vocab_size
     for recompute in ("none", "selective", "full"):
-        p = planned(arch, rows, precision, recompute, seq, mbs, gpu)
+        p = planned(arch, rows, precision, recompute, seq, mbs, gpu, headroom_gib)
         if p.fits:
             return arch, recompute, p
     return None
@@ -137,14 +139,14 @@ def run(ctx: Context) -> Dict:
     for name, arch, precision, recompute, mbs in cases:
         out["cases"][name] = part(ctx, f"mfu {name}", measure, ctx, arch, precision, recompute, 4096, mbs, 13, gpu,
                                   max(10.0, min(40.0, ctx.left() / 3)))
-    max_layers = None
-    for attempt in range(2):  # once more, four layers shallower, if the planner's choice runs out of memory
-        arch, recompute, p = largest_fitting(gpu, 4096, 1, max_layers=max_layers)
+    headroom = 0.0
+    for attempt in range(2):  # once more with 30% of the GPU kept free, if the planner's choice runs out of memory
+        arch, recompute, p = largest_fitting(gpu, 4096, 1, headroom_gib=headroom)
         name = f"largest: qwen2.5-{arch.size} bf16"
         out["cases"][name] = result = part(ctx, f"mfu {name}", measure, ctx, arch, "bf16", recompute, 4096, 1, 13,
                                            gpu, max(10.0, min(60.0, ctx.left() / 2)))
         if not result["status"].startswith("failed: OutOfMemoryError"):
             break
         result.update(recompute=recompute, planner_gib={k: round(v, 2) for k, v in p.memory_gib.items()})
-        max_layers = min(arch.num_layers, get_model_arch("qwen2.5", "7b").num_layers) - 4
+        headroom = 0.3 * p.memory_gib["capacity"]
     return out

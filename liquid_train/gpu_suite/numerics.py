@@ -9,7 +9,8 @@
   its own (padded to the same length, so every call has one shape). Loss sums and token-weighted gradient sums
   must agree: any cross-sample attention breaks it. qwen2.5 (no soft-cap) and Gemma 2 (soft-caps, window 256
   shorter than the samples) at real width, two layers.
-* **Flex against local gradients**: the same packed micro-batch and weights through both backends, fp32.
+* **Flex against local gradients**: the same packed micro-batch and weights through both backends, fp32, on
+  Gemma 2 (each FlexAttention shape and dtype is a compile of its own, so qwen2.5 runs flex in bf16 only).
 
 Tolerances (relative: max |a - b| / max |b|, stated in each check): same backend fp32 1e-5 (loss) / 1e-4
 (gradients), bf16 5e-3 / 5e-2; across kernels fp32 1e-3 (flex vs local gradients), bf16 TE vs local 2e-2
@@ -37,6 +38,7 @@ from liquid_train.training.loss import STAT_NAMES, liquid_loss
 CE, TOKENS = STAT_NAMES.index("ce"), STAT_NAMES.index("tokens")
 SAME_BACKEND = {"fp32": (1e-5, 1e-4), "bf16": (5e-3, 5e-2)}  # (loss, gradients)
 FLEX_VS_LOCAL_GRADS = 1e-3
+FLEX_FP32_FAMILY = "gemma2"  # on a GPU the fp32 flex-vs-local comparison runs on this family only
 TE_LOGITS, TE_LOSS = 2e-2, 5e-3
 
 
@@ -50,7 +52,7 @@ def _arch(ctx: Context, family: str, size: str, **changes):
 def _shapes(ctx: Context) -> Dict:
     if ctx.dry_run:
         return {"rows": 2, "seq": 32, "docs": (3, 12), "image_tokens": 64}
-    return {"rows": 2, "seq": 4096, "docs": (64, 1536), "image_tokens": 8192}
+    return {"rows": 2, "seq": 2048, "docs": (64, 1024), "image_tokens": 8192}
 
 
 def _batch(arch, vocab, shapes, seed: int = 0):
@@ -194,12 +196,17 @@ def run(ctx: Context) -> Dict:
                 return result
 
             rows["local fp32"] = part(ctx, f"numerics {family} local", one, "local", "fp32", True, keep="local")
-            flex_train = ctx.cuda  # FlexAttention has no backward on CPU: forward (the loss) only there
-            rows["flex fp32"] = part(ctx, f"numerics {family} flex", one, "flex", "fp32", flex_train, keep="flex",
-                                     init=True)
-            out["flex_vs_local_grads"][family] = part(ctx, f"numerics {family} flex vs local", _cross,
-                                                      rows["local fp32"], rows["flex fp32"], kept.get("local"),
-                                                      kept.get("flex"))
+            if ctx.cuda and family != FLEX_FP32_FAMILY:
+                out["flex_vs_local_grads"][family] = {
+                    "status": f"skipped: compared on {FLEX_FP32_FAMILY} (soft-cap and window); {family}'s flex "
+                              f"run is bf16 only, to keep FlexAttention compiles within the time budget"}
+            else:
+                flex_train = ctx.cuda  # FlexAttention has no backward on CPU: forward (the loss) only there
+                rows["flex fp32"] = part(ctx, f"numerics {family} flex", one, "flex", "fp32", flex_train,
+                                         keep="flex", init=True)
+                out["flex_vs_local_grads"][family] = part(ctx, f"numerics {family} flex vs local", _cross,
+                                                          rows["local fp32"], rows["flex fp32"], kept.get("local"),
+                                                          kept.get("flex"))
             kept.pop("local", None), kept.pop("flex", None)
             if ctx.cuda:
                 rows["flex bf16"] = part(ctx, f"numerics {family} flex bf16", one, "flex", "bf16", True, init=True)

@@ -70,27 +70,32 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def _key_numbers(results: Dict, limit: int = 6) -> str:
-    """A few headline numbers of a section (flattened scalars), for the table."""
-    picked = []
+HEADLINE_WORDS = ("img_s", "tokens_per_s", "mfu", "ratio", "_over_", "call_s", "peak_allocated_gib")
 
-    def walk(prefix, node):
-        if len(picked) >= limit:
+
+def _walk(prefix: str, node, checks: List, numbers: List) -> None:
+    """Checks (dicts with value and limit) and headline scalars of a section's results, with their paths."""
+    if isinstance(node, dict):
+        if "value" in node and "limit" in node:
+            checks.append((prefix, node))
             return
-        if isinstance(node, dict):
-            if "value" in node and "limit" in node:
-                ok = node.get("ok")
-                mark = "" if ok is None else (" ok" if ok else " NOT OK")
-                picked.append(f"{prefix}: {_fmt(node['value'])} (<= {_fmt(node['limit'])}{mark})")
-                return
-            for k, v in node.items():
-                walk(f"{prefix}.{k}" if prefix else k, v)
-        elif isinstance(node, (int, float)) and not isinstance(node, bool) and any(
-                word in prefix for word in ("img_s", "tokens_per_s", "mfu", "ratio", "over", "call_s")):
-            picked.append(f"{prefix}: {_fmt(node)}")
+        for k, v in node.items():
+            _walk(f"{prefix}.{k}" if prefix else str(k), v, checks, numbers)
+    elif isinstance(node, (int, float)) and not isinstance(node, bool) and \
+            any(word in prefix.rsplit(".", 1)[-1] for word in HEADLINE_WORDS):
+        numbers.append((prefix, node))
 
-    walk("", results)
-    return "; ".join(picked)
+
+def _summary(body: Dict, limit: int = 5) -> str:
+    checks, numbers = [], []
+    _walk("", body, checks, numbers)
+    verdicts = [c.get("ok") for _, c in checks]
+    head = []
+    if checks:
+        head.append(f"{len(checks)} checks computed" if None in verdicts else
+                    f"{sum(verdicts)}/{len(checks)} checks ok")
+    head += [f"{path}: {_fmt(v)}" for path, v in numbers[:limit]]
+    return "; ".join(head)
 
 
 def markdown(record: Dict) -> str:
@@ -100,11 +105,19 @@ def markdown(record: Dict) -> str:
              f"{env['transformer_engine']}; megatron-core {env['megatron_core']}; Python {env['python']}",
              f"total {record['seconds']:.0f} s of a {record['budget_s']:.0f} s budget", "",
              "| section | status | time / budget | headline |", "|---|---|---|---|"]
+    details = []
     for name, section in record["sections"].items():
         body = section.get("results") or section.get("exercised") or {}
         status = section["status"].replace("|", "/")
         lines.append(f"| {name} | {status} | {section['seconds']:.0f} s / {section['budget_s']:.0f} s | "
-                     f"{_key_numbers(body).replace('|', '/')} |")
+                     f"{_summary(body).replace('|', '/')} |")
+        checks, _ = [], None
+        _walk("", body, checks, [])
+        for path, c in checks:
+            verdict = "" if c.get("ok") is None else (" ok" if c["ok"] else " **NOT OK**")
+            details.append(f"- {name}.{path}: {_fmt(c['value'])} (limit {_fmt(c['limit'])}; {c['what']}){verdict}")
+    if details:
+        lines += ["", "## Checks", ""] + details
     return "\n".join(lines) + "\n"
 
 
