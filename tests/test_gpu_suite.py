@@ -102,7 +102,8 @@ def test_dry_run_oracles_hold_on_cpu(dry_run):
         assert rows["te bf16"]["status"].startswith("skipped: ")
     assert sections["fp8"]["exercised"]["checks"]["final_loss"]["value"] == 0.0
     attention = sections["gemma2_attention"]["exercised"]["cases"]
-    assert all(case["status"] == "exercised" and case["checks"]["outputs"]["value"] <= 1e-4 for case in attention.values())
+    for case in attention.values():
+        assert case["status"] == "exercised" and case["checks"]["outputs"]["value"] <= 1e-4
     mfu = sections["mfu"]["exercised"]
     assert mfu["largest_planned"]["params"] > 3e9  # the planner picks a multi-billion model for one GPU
     assert all(case["status"] == "exercised" and case["tokens_per_s"] > 0 for case in mfu["cases"].values())

@@ -146,17 +146,6 @@ def zero_grads(trainer: Trainer) -> None:
         chunk.zero_grad_buffer()
 
 
-def copy_weights(src: Trainer, dst: Trainer) -> None:
-    """Same weights in ``dst`` as in ``src`` (same layer spec), optimizer master copies refreshed."""
-    state = {k: v for k, v in unwrap(src.model[0]).state_dict().items() if not k.endswith("_extra_state")}
-    missing, unexpected = unwrap(dst.model[0]).load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith("_extra_state")]
-    if missing or unexpected:
-        raise RuntimeError(f"weights do not match: missing {missing[:3]}, unexpected {unexpected[:3]}")
-    if hasattr(dst.optimizer, "reload_model_params"):
-        dst.optimizer.reload_model_params()
-
-
 def to_device(batch: Dict, device) -> Dict:
     """A collated micro-batch on ``device`` (tensors and the ``PackedSeqParams`` boundaries)."""
     out = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}

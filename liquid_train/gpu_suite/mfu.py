@@ -87,7 +87,8 @@ def measure(ctx: Context, arch, precision: str, recompute: str, seq: int, mbs: i
     vocab = plan_vocab(arch, images)
     p = planned(arch, vocab.vocab_size, precision, recompute, seq, mbs, gpu)
     stream, rng = MarkovText(vocab.base_vocab_size, seed=5), np.random.default_rng(5)
-    batches = [packed_micro_batch(stream, rng, mbs, seq, (min(128, seq // 4), seq), vocab.pad_id) for _ in range(steps)]
+    docs = (min(128, seq // 4), seq)
+    batches = [packed_micro_batch(stream, rng, mbs, seq, docs, vocab.pad_id) for _ in range(steps)]
     free_memory(ctx)
     ctx.say(f"mfu: {arch.family} {arch.size} {precision}, recompute {recompute}, seq {seq} x {mbs}")
     trainer = make_trainer(arch, vocab, _options(precision, recompute), seq=seq, micro_batch_size=mbs,
@@ -110,7 +111,7 @@ def measure(ctx: Context, arch, precision: str, recompute: str, seq: int, mbs: i
            "attention_backend": backend, "recompute": recompute, "seq": seq, "rows": mbs,
            "steps": len(run["step_s"]), "first_steps_s": [round(s, 3) for s in run["step_s"][:WARMUP]],
            "step_s": step, "tokens_per_s": tokens_per_s, "flops_per_token": flops_per_token,
-           "tflops_per_s": flops_per_token * tokens_per_s / 1e12, "mfu": mfu, "peak_for_mfu": key,
+           "tflops_per_s": flops_per_token * tokens_per_s / 1e12, "mfu": mfu, "peak_of": key,
            "loss_first_last": [run["losses"][0], run["losses"][-1]],
            "planner_gib": {k: round(v, 2) for k, v in p.memory_gib.items()}, "planner_gpu": gpu,
            "peak_allocated_gib": peak / GiB if peak is not None else None}
@@ -142,7 +143,7 @@ def run(ctx: Context) -> Dict:
     headroom = 0.0
     for attempt in range(2):  # once more with 30% of the GPU kept free, if the planner's choice runs out of memory
         arch, recompute, p = largest_fitting(gpu, 4096, 1, headroom_gib=headroom)
-        name = f"largest: qwen2.5-{arch.size} bf16"
+        name = f"largest: qwen2.5-{arch.size} bf16" + (" (30% kept free)" if headroom else "")
         out["cases"][name] = result = part(ctx, f"mfu {name}", measure, ctx, arch, "bf16", recompute, 4096, 1, 13,
                                            gpu, max(10.0, min(60.0, ctx.left() / 2)))
         if not result["status"].startswith("failed: OutOfMemoryError"):

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from liquid_train.gpu_suite.context import Context, Skip, check, free_memory, part, rel_diff
-from liquid_train.gpu_suite.harness import (MarkovText, copy_weights, main_grads, make_trainer, packed_micro_batch,
+from liquid_train.gpu_suite.harness import (MarkovText, main_grads, make_trainer, packed_micro_batch,
                                             segments_alone, to_device, unwrap, zero_grads)
 from liquid_train.models import builder
 from liquid_train.models.families import get_model_arch
@@ -129,6 +129,7 @@ def packed_vs_alone(ctx: Context, arch, vocab, batch, backend: str, precision: s
         unwrap(trainer.model[0]).load_state_dict(init, strict=False)
     weights = {k: v.detach().clone() for k, v in unwrap(trainer.model[0]).state_dict().items()
                if torch.is_tensor(v) and not k.endswith("_extra_state")}
+
     def step(micro_batch):
         zero_grads(trainer)
         with torch.set_grad_enabled(train):  # forward only: no autograd graph (as the trainer's evaluation)
@@ -144,7 +145,7 @@ def packed_vs_alone(ctx: Context, arch, vocab, batch, backend: str, precision: s
         total += stats
         if train:
             alone_grad += main_grads(trainer) * float(stats[TOKENS])
-    del trainer
+    trainer = None  # the model, its gradient buffers and optimizer go before the next backend's
     free_memory(ctx)
     loss_tol, grad_tol = SAME_BACKEND["bf16" if precision in ("bf16", "fp8") else "fp32"]
     checks = {"tokens": check(abs(float(packed[TOKENS] - total[TOKENS])), 0, "loss tokens, packed - alone"),

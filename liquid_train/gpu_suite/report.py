@@ -43,7 +43,8 @@ def environment() -> Dict:
            "numpy": _version("numpy"), "platform": platform.platform()}
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        env.update(device=torch.cuda.get_device_name(0), capability=".".join(map(str, torch.cuda.get_device_capability(0))),
+        capability = ".".join(map(str, torch.cuda.get_device_capability(0)))
+        env.update(device=torch.cuda.get_device_name(0), capability=capability,
                    gpu_memory_gib=round(props.total_memory / 2**30, 1), multiprocessors=props.multi_processor_count,
                    cudnn=torch.backends.cudnn.version())
     else:
