@@ -15,7 +15,9 @@ setup(
     packages=find_packages(include=["liquid_train", "liquid_train.*", "data_pipeline", "data_pipeline.*", "tools", "tools.*"]),
     install_requires=[
         "torch>=2.4",
-        "megatron-core==0.16.1",
+        # Tested range (docs/training.md "Versions"): CI pins 0.16.1 (requirements/constraints-cpu.txt, Python 3.11);
+        # 0.17+ needs Python >= 3.12 and imports triton from 0.18 on (CUDA builds of torch bring it).
+        "megatron-core>=0.16.1,<0.19",
         "transformers>=4.57,<6",
         "safetensors>=0.4",
         "tokenizers>=0.20",

@@ -9,13 +9,34 @@ index is built with bounded memory, chunk by chunk, straight to disk (`liquid_tr
 """
 from __future__ import annotations
 
-import numba
+import functools
+
 import numpy as np
+
+try:
+    import numba
+except ImportError:  # a machine that only trains from a built index (the GPU suite's bare box) may lack numba:
+    numba = None     # then building an index there is one clear error, not a slow pure-Python path
+
+
+def _jit(**options):
+    """``numba.njit(**options)``, or, without numba, a function that says what is missing when called."""
+    if numba is not None:
+        return numba.njit(**options)
+
+    def missing(fn):
+        @functools.wraps(fn)
+        def refuse(*args, **kwargs):
+            raise ImportError(f"building the mixed-task index ({fn.__name__}) needs numba: pip install numba, or "
+                              f"build the index ahead of time with `python -m liquid_train.data index`")
+        return refuse
+
+    return missing
 
 ALGORITHM_EXACT, ALGORITHM_MEGATRON = 0, 1
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@_jit(cache=True, nogil=True, inline="always")
 def _pick(algorithm, weights, inv_weights, eps, threshold, counts, lo, hi, n):
     """Index in [lo, hi) chosen at 1-based step ``n`` of a blend over ``weights[lo:hi]`` with ``counts[lo:hi]``.
 
@@ -42,7 +63,7 @@ def _pick(algorithm, weights, inv_weights, eps, threshold, counts, lo, hi, n):
     return best
 
 
-@numba.njit(cache=True, nogil=True)
+@_jit(cache=True, nogil=True)
 def blend_chunk(algorithm, task_w, task_inv, task_eps, task_thr, task_counts, n0, src_lo, src_hi, src_w, src_inv,
                 src_eps, src_thr, src_counts, out_source, out_sample):
     """Stream positions ``n0 .. n0 + len(out_source) - 1`` (0-based) of the two-level blend: a task by the task
@@ -65,7 +86,7 @@ def blend_chunk(algorithm, task_w, task_inv, task_eps, task_thr, task_counts, n0
 # OUT = (sample, start, length, runs per row, cursor = [runs written, rows written]) receives the emitted rows.
 # TALLY = (source of every stream sample, begun[block, source], used[block], block size): per block of emitted rows,
 # the samples that begin there per source and the positions used (block size 0: no tally).
-@numba.njit(cache=True, nogil=True, inline="always")
+@_jit(cache=True, nogil=True, inline="always")
 def _emit_run(sample, start, length, out, tally, row):
     out_sample, out_start, out_length, out_rows, cursor = out
     r = cursor[0]
@@ -81,7 +102,7 @@ def _emit_run(sample, start, length, out, tally, row):
             begun[block, source_of[sample]] += 1
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@_jit(cache=True, nogil=True, inline="always")
 def _emit(slot, count, runs, state, out, tally):
     row = state[2]
     for r in range(count[slot]):
@@ -91,7 +112,7 @@ def _emit(slot, count, runs, state, out, tally):
     state[2] = row + 1
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@_jit(cache=True, nogil=True, inline="always")
 def _drop(j, state, order, free):
     """Remove the j-th open row from the open list (its slot goes back to the free list)."""
     slot = order[j]
@@ -102,7 +123,7 @@ def _drop(j, state, order, free):
     state[1] += 1
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@_jit(cache=True, nogil=True, inline="always")
 def _open(state, order, free, room, count, seq_length, j):
     state[1] -= 1
     slot = free[state[1]]
@@ -113,7 +134,7 @@ def _open(state, order, free, room, count, seq_length, j):
     return slot
 
 
-@numba.njit(cache=True, nogil=True)
+@_jit(cache=True, nogil=True)
 def pack_chunk(footprints, splittable, base, seq_length, window, state, order, free, room, count, runs, out, tally):
     """Pack stream samples ``base + i`` (footprints[i], splittable[i]) as `reference.build_pack_index` does.
 
@@ -189,7 +210,7 @@ def pack_chunk(footprints, splittable, base, seq_length, window, state, order, f
     return footprints.shape[0]
 
 
-@numba.njit(cache=True, nogil=True)
+@_jit(cache=True, nogil=True)
 def flush_open(state, order, count, runs, out, tally):
     """Emit the rows still open, oldest first (finite validation streams)."""
     for j in range(state[0]):
@@ -200,7 +221,7 @@ def flush_open(state, order, count, runs, out, tally):
 _GOLDEN, _MIX1, _MIX2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@_jit(cache=True, nogil=True, inline="always")
 def _splitmix64(x):
     x = x + _GOLDEN
     x = (x ^ (x >> np.uint64(30))) * _MIX1
@@ -208,7 +229,7 @@ def _splitmix64(x):
     return x ^ (x >> np.uint64(31))
 
 
-@numba.njit(cache=True, nogil=True)
+@_jit(cache=True, nogil=True)
 def pair_footprints(t2i, units, first_index, lengths, first_seq, seq_step, drop_key, instruction_key,
                     cfg_drop_prob, instruction_lengths, prompt_length, seq_length, out):
     """Footprints of T2I (``t2i``) or I2T samples ``first_index + j`` whose pair documents are ``units[j]``, as

@@ -188,8 +188,14 @@ def layer_spec(arch: ModelArch, backend: str):
     attn.core_attention = FlexCoreAttention if backend == "flex" else LocalCoreAttention
     if arch.post_norms:
         attn.linear_proj = RowParallelLinearWithPostNorm
-        spec.submodules.mlp.submodules.linear_fc2 = RowParallelLinearWithPostNorm
+        _mlp_submodules(spec.submodules.mlp).linear_fc2 = RowParallelLinearWithPostNorm
     return spec
+
+
+def _mlp_submodules(mlp):
+    """The MLP's submodules in either spelling of the local spec: a ``ModuleSpec`` (megatron-core <= 0.17) or
+    ``functools.partial(MLP.as_mlp_submodule, submodules=...)`` (0.18 on)."""
+    return mlp.keywords["submodules"] if isinstance(mlp, functools.partial) else mlp.submodules
 
 
 def _block_spec(spec, config: TransformerConfig, backend: str, vp_stage: Optional[int]):
