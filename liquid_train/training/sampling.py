@@ -101,7 +101,9 @@ def log_t2i_samples(trainer, metrics) -> None:
         return
     from data_pipeline.vq import load_vq_tokenizer
 
-    vq = load_vq_tokenizer(s.vq_tokenizer or vocab.vq_tokenizer, device="cpu")
+    from liquid_train.image_meta import sampling_vq
+
+    vq = load_vq_tokenizer(sampling_vq(trainer.cfg, vocab)[0], device="cpu")  # checked by preflight
     codes = (codes.cpu() - vocab.image_token_offset).view(-1, side, side).clamp(0, vq.codebook_size - 1)
     pixels = vq.decode(codes).float().clamp(-1, 1)
     images = ((pixels + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()

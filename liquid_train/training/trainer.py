@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 from omegaconf import OmegaConf
 
+from liquid_train import image_meta
 from liquid_train.accounting import count_params, device_peak_tflops, training_flops_per_token
 from liquid_train.atomic import atomic_write_text
 from liquid_train.models.sidecar import MODEL_SIDECAR, read_sidecar
@@ -34,6 +35,7 @@ from liquid_train.training.config import save_resolved, validate
 from liquid_train.training.loss import STAT_NAMES, liquid_loss, summarize
 from liquid_train.training.metrics import MetricsLogger
 from liquid_train.training.optim import build_optimizer, build_scheduler, wrap_ddp
+from liquid_train.training.save_policy import SavePolicy
 from liquid_train.training.signals import PreemptionHandler
 from liquid_train.vocab import TASK_NAMES
 
@@ -384,6 +386,7 @@ class Trainer:
             from tqdm import tqdm
 
             progress = tqdm(total=t.iters, initial=self.iteration, desc="train", unit="step", dynamic_ncols=True)
+        save_policy = SavePolicy(cfg.checkpoint.save_interval, cfg.checkpoint.save_interval_minutes)
         with PreemptionHandler() as preempt:
             while self.iteration < stop_at:
                 start = time.perf_counter()
@@ -422,9 +425,9 @@ class Trainer:
                 if sampler is not None and cfg.sampling.interval and self.iteration % cfg.sampling.interval == 0:
                     sampler(self, metrics)
                 signalled = preempt.any_rank_signalled()
-                if cfg.checkpoint.save_interval and self.iteration % cfg.checkpoint.save_interval == 0 \
-                        and not signalled:
+                if save_policy.due(self.iteration) and not signalled:
                     self.save_checkpoint()
+                    save_policy.saved(self.iteration)
                 if signalled:
                     logger.warning("preemption signal received: checkpointing at step %d and exiting",
                                    self.iteration)
@@ -435,7 +438,8 @@ class Trainer:
             progress.close()
         if t.eval_interval and self.iteration % t.eval_interval != 0 and self.iteration >= t.iters:
             self._evaluate_and_report(metrics)
-        saved_now = cfg.checkpoint.save_interval and self.iteration % cfg.checkpoint.save_interval == 0
+        saved_now = save_policy.last_step == self.iteration or (
+            cfg.checkpoint.save_interval and self.iteration % cfg.checkpoint.save_interval == 0)
         if cfg.checkpoint.save_at_end and not saved_now:
             self.save_checkpoint()
         self.ckpt.close()
@@ -453,7 +457,8 @@ def default_model_provider(cfg, precision: Optional[str] = None) -> ModelProvide
     vocab = LiquidVocab.load(vocab_path(cfg))
     provider = builder.build(arch, vocab, builder.options_from_run_config(cfg))
     logger.info("model build: %s", provider.describe())
-    sidecar = {"family": arch.family, "size": arch.size, "arch": arch.to_dict()}
+    sidecar = {"family": arch.family, "size": arch.size, "arch": arch.to_dict(),
+               **image_meta.sidecar_entries(cfg.data)}  # grid, VQ, templates, tokenizer: for the export
     if cfg.model.init_from and os.path.exists(os.path.join(cfg.model.init_from, MODEL_SIDECAR)):
         hf_config = read_sidecar(cfg.model.init_from).get("hf_config")  # export writes back what was imported
         if hf_config is not None:
