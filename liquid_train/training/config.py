@@ -236,6 +236,13 @@ def _included_data(path: str, name: str):
     return inc
 
 
+def _keep_missing(merged, src) -> None:
+    """A ``???`` (required) in ``src`` stays required in ``merged``: omegaconf's merge keeps the value it merges a
+    ``???`` onto (a default, or the included data config's), which would quietly fill a required field."""
+    for key in OmegaConf.missing_keys(src):
+        OmegaConf.update(merged, key, MISSING, merge=False)
+
+
 def _expand_data_include(raw, path: str):
     """``data: {include: F, ...fields}`` -> F's fields with the listed ones overriding them. A ``mixture`` given
     replaces the included one whole (a task it leaves out has weight 0, as in a data config of its own)."""
@@ -249,6 +256,7 @@ def _expand_data_include(raw, path: str):
         merged = OmegaConf.merge(_included_data(path, data[DATA_INCLUDE]), rest)
         if "mixture" in rest:
             OmegaConf.update(merged, "mixture", rest["mixture"], merge=False)
+        _keep_missing(merged, rest)
     except OmegaConfBaseException as err:
         raise ConfigError(f"{str(err).splitlines()[0]} in {path}", key=f"data.{_key_of(err)}") from None
     raw["data"] = merged
@@ -303,6 +311,7 @@ def load_config(path: Optional[str] = None, overrides: Optional[List[str]] = Non
         if path is not None:
             raw = _expand_data_include(_load_yaml(path), path)
             merged = OmegaConf.merge(merged, raw)
+            _keep_missing(merged, raw)
             if OmegaConf.select(raw, "data.mixture") is not None:  # replace, not merge: a task left out has weight 0
                 OmegaConf.update(merged, "data.mixture", raw["data"]["mixture"], merge=False)
         if overrides:
@@ -318,7 +327,8 @@ def load_config(path: Optional[str] = None, overrides: Optional[List[str]] = Non
         raise ConfigError(f"{msg}{where}", key=_key_of(err)) from None
     missing = sorted(OmegaConf.missing_keys(merged))
     if missing:
-        raise ConfigError(f"is required (set it in the YAML or as {missing[0]}=...)", key=missing[0])
+        also = f"; also required: {', '.join(missing[1:])}" if len(missing) > 1 else ""
+        raise ConfigError(f"is required (set it in the YAML or as {missing[0]}=...){also}", key=missing[0])
     return merged
 
 
