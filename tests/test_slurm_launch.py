@@ -246,7 +246,8 @@ def test_launcher_headers_and_syntax():
         if name != "pretrain.sh":
             assert 'exec bash "$repo/launch/pretrain.sh" "$@"' in text, name
     nodes = {n: _header(n)[1]["nodes"] for n in WRAPPERS}
-    assert nodes == {"pretrain_0.5b.sh": "1", "pretrain_7b.sh": "1", "pretrain_32b.sh": "4", "pretrain_gemma_7b.sh": "1"}
+    assert nodes == {"pretrain_0.5b.sh": "1", "pretrain_7b.sh": "1", "pretrain_32b.sh": "4",
+                     "pretrain_gemma_7b.sh": "1"}
 
 
 @pytest.mark.slurm

@@ -111,7 +111,8 @@ def test_ratio_ablation_expands_and_passes(tmp_path, paths):
     runs = sweeps.expand(os.path.join(REPO, "configs/sweeps/ratio_ablation.yaml"), str(tmp_path), "runs",
                          _settings(paths))
     sweeps.check(runs)
-    mix = {n: dict(OmegaConf.load(tmp_path / f"gemma_7b__{n}.yaml").data.mixture) for n in ("r1_1_1", "r1_2_1", "r1_1_2")}
+    mix = {n: dict(OmegaConf.load(tmp_path / f"gemma_7b__{n}.yaml").data.mixture)
+           for n in ("r1_1_1", "r1_2_1", "r1_1_2")}
     assert mix["r1_2_1"] == {"text": 1, "t2i": 2, "i2t": 1} and mix["r1_1_2"] == {"text": 1, "t2i": 1, "i2t": 2}
 
 

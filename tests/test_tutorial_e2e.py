@@ -28,7 +28,8 @@ def shell_blocks(path: str = TUTORIAL):
 
 def test_the_tutorial_has_every_step():
     script = "\n".join(shell_blocks())
-    for command in ("liquid_train.tutorial toy-inputs", "data_pipeline.vq_train", "hf-to-megatron", "data_pipeline encode",
+    for command in ("liquid_train.tutorial toy-inputs", "data_pipeline.vq_train", "hf-to-megatron",
+                    "data_pipeline encode",
                     "build pairs", "build text", "include: configs/data/paper_mix.yaml", "liquid-train --config",
                     "tools/metrics.py", "megatron-to-hf", "tools/sample.py t2i", "tools/sample.py i2t",
                     "tools/scaling_laws.py"):

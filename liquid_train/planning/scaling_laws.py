@@ -289,7 +289,8 @@ def chinchilla_degenerate(fit: Dict[str, float], n: np.ndarray, d: np.ndarray, l
                     f"({scatter:.2%}): the data do not show loss falling with {axis}")
         lo, hi = _CHINCHILLA_BOUNDS[3 if exp == "alpha" else 4]
         if fit[exp] <= lo + EXPONENT_EDGE or fit[exp] >= hi - EXPONENT_EDGE:
-            return f"the optimum has {exp} = {fit[exp]:.3g}, at its bound [{lo:g}, {hi:g}]: the data do not determine it"
+            return (f"the optimum has {exp} = {fit[exp]:.3g}, at its bound [{lo:g}, {hi:g}]: the data do not "
+                    "determine it")
     return None
 
 
