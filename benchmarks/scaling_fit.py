@@ -13,14 +13,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import os
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
-import scaling_laws as sl  # noqa: E402
+from liquid_train.planning import scaling_laws as sl
 
 
 def timed(fn, repeats):

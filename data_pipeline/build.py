@@ -137,9 +137,19 @@ def build_pairs(shards_dir: str, tokenizer_path: str, output_prefix: str, batch_
             "num_caption_tokens": int(sum(caption_lengths)), "num_image_tokens": int(sum(image_lengths)),
             "caption_tokens": _length_stats(caption_lengths), "vq_tokenizer": vq_names[0],
             "codebook_size": codebook_size, "image_grid": grid, "dtype": "int32", "skipped": skipped,
-            "source": os.path.abspath(shards_dir), "num_shards": len(shards)}
+            "source": os.path.abspath(shards_dir), "num_shards": len(shards), **_encode_record(shards_dir)}
     atomic_write_json(output_prefix + ".meta.json", meta, indent=1, sort_keys=True)
     return meta
+
+
+def _encode_record(shards_dir: str) -> Dict:
+    """What the trainer and the export need from the encode: the VQ weights' identity and the image resolution
+    (``encode_settings.json``; absent for outputs made before settings were recorded)."""
+    if not os.path.exists(settings_path(shards_dir)):
+        return {}
+    with open(settings_path(shards_dir)) as f:
+        settings = json.load(f)
+    return {k: settings[k] for k in ("vq_identity", "resolution", "pad_to_square") if k in settings}
 
 
 def _codebook_size(vq_name: str) -> Optional[int]:

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # qwen2.5_32b on 4 node(s) of 8x H100 (layout: configs/models/qwen2.5_32b.yaml, checked by tools/plan.py).
+# Qwen2.5-32B, the paper's largest scaling size (TP4 + sequence parallel, distributed optimizer).
 # Usage, from the repo root (logs/ must exist: slurm opens --output before the script runs):
-#   mkdir -p logs && CONFIG=<run config composed by tools/sweep.py> sbatch launch/pretrain_32b.sh [key=value ...]
+#   mkdir -p logs && sbatch launch/pretrain_32b.sh model.init_from=CKPT data.tokenizer=TOK data.pairs_path=P data.text_path=T
+# CONFIG defaults to configs/runs/qwen2.5_32b_mixed.yaml; set CONFIG=<run config> to launch another (e.g. one composed by tools/sweep.py).
 # Signal -> checkpoint -> requeue -> resume: see launch/pretrain.sh (exec keeps this batch shell's pid for the USR1).
 #SBATCH --job-name=liquid-32b
 #SBATCH --nodes=4
@@ -14,4 +16,5 @@
 #SBATCH --open-mode=append
 #SBATCH --output=logs/%x-%j.out
 repo="${LIQUID_REPO:-${SLURM_SUBMIT_DIR:-$(cd "$(dirname "$0")/.." && pwd)}}"
+export CONFIG="${CONFIG:-$repo/configs/runs/qwen2.5_32b_mixed.yaml}"
 exec bash "$repo/launch/pretrain.sh" "$@"

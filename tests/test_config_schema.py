@@ -94,7 +94,7 @@ def recorder(monkeypatch):
 
 @pytest.mark.slow
 def test_every_schema_field_is_read(tmp_path, recorder, monkeypatch):
-    data = ensure_tiny_run_data(str(tmp_path / "tiny_data"))
+    data = ensure_tiny_run_data(str(tmp_path / "tiny_data"), num_image_tokens=512)  # the tiny VQ's codebook
     monkeypatch.setenv("LT_TEST_NAN_STEPS", "1")  # a non-finite first step: the skip-and-count branch
     monkeypatch.setenv("LT_TEST_MICROBATCHES", "2")
     cfg = load_config(overrides=tiny_run_overrides(data, iters=4) + [

@@ -432,3 +432,44 @@ def test_export_dtype_follows_the_imported_config(tmp_path):
             assert str(f.get_tensor("model.norm.weight").dtype) == f"torch.{want}"
     arch, _ = read_model_sidecar(ckpt)
     assert arch_from_dict(json.loads(json.dumps(arch.to_dict()))) == arch  # the sidecar's plain dict rebuilds it
+
+
+def test_export_always_carries_a_tokenizer_or_refuses(tmp_path, capsys):
+    hf_dir, tok_dir = str(tmp_path / "hf"), str(tmp_path / "tok")
+    save_hf(_cfg("llama3.2"), hf_dir, tokenizer=False)
+    assert convert(["hf-to-megatron", "--hf-dir", hf_dir, "--out", str(tmp_path / "c"), "--num-image-tokens",
+                    "16"]) == 0
+    capsys.readouterr()
+    assert convert(["megatron-to-hf", "--ckpt", str(tmp_path / "c"), "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no tokenizer in the checkpoint or recorded for it; pass --tokenizer-dir" in err[0], err
+    assert not os.path.exists(tmp_path / "e")  # refused before anything is written
+    make_tokenizer("llama3.2").save_pretrained(tok_dir)
+    assert convert(["megatron-to-hf", "--ckpt", str(tmp_path / "c"), "--out", str(tmp_path / "e"),
+                    "--tokenizer-dir", tok_dir]) == 0
+    assert os.path.exists(tmp_path / "e" / "tokenizer.json")
+    # a run's checkpoint names its data.tokenizer: used by default, and named when it has gone
+    side = json.loads((tmp_path / "c" / "liquid_model.json").read_text())
+    (tmp_path / "c" / "liquid_model.json").write_text(json.dumps({**side, "tokenizer_source": tok_dir}))
+    assert convert(["megatron-to-hf", "--ckpt", str(tmp_path / "c"), "--out", str(tmp_path / "e2")]) == 0
+    (tmp_path / "c" / "liquid_model.json").write_text(json.dumps({**side, "tokenizer_source": str(tmp_path / "gone")}))
+    capsys.readouterr()
+    assert convert(["megatron-to-hf", "--ckpt", str(tmp_path / "c"), "--out", str(tmp_path / "e3")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{tmp_path / 'gone'} (data.tokenizer) has no tokenizer files" in err[0], err
+
+
+def test_image_rows_follow_the_vq_tokenizer(tmp_path, capsys):
+    hf_dir = str(tmp_path / "hf")
+    save_hf(_cfg("qwen2.5"), hf_dir)
+    assert convert(["hf-to-megatron", "--hf-dir", hf_dir, "--out", str(tmp_path / "c"), "--vq-tokenizer",
+                    "chameleon-vqgan-tiny"]) == 0
+    vocab = LiquidVocab.load(str(tmp_path / "c"))
+    assert vocab.num_image_tokens == 512 and vocab.vq_tokenizer == "chameleon-vqgan-tiny"
+    capsys.readouterr()
+    assert convert(["hf-to-megatron", "--hf-dir", hf_dir, "--out", str(tmp_path / "d"), "--vq-tokenizer",
+                    "chameleon-vqgan-tiny", "--num-image-tokens", "16"]) == 2
+    assert "--num-image-tokens 16 but --vq-tokenizer chameleon-vqgan-tiny has 512 codes" in capsys.readouterr().err
+    assert convert(["hf-to-megatron", "--hf-dir", hf_dir, "--out", str(tmp_path / "d"), "--vq-tokenizer",
+                    str(tmp_path / "novq")]) == 2
+    assert "--vq-tokenizer" in capsys.readouterr().err

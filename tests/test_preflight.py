@@ -102,3 +102,88 @@ def test_every_rank_exits_2_and_only_rank0_speaks(tmp_path, data):
     assert len(lines) == 1 and "config key 'data.text_path'" in lines[0], lines
     assert "Traceback" not in "".join(e for _, e in outs)
     assert time.time() - start < 60
+
+
+# --- the tokenizer against the vocabulary, the image side against the data (checked before step 1) ----------------
+def _vocab_file(tmp_path, data, **changes):
+    import dataclasses
+    import json
+
+    from liquid_train.vocab import LiquidVocab
+
+    vocab = dataclasses.replace(LiquidVocab.load(data.vocab), **changes)
+    path = tmp_path / "vocab" / "liquid_vocab.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(vocab.to_dict()))
+    return str(path)
+
+
+def _pairs_copy(tmp_path, data, **meta_changes):
+    import json
+    import shutil
+
+    out = tmp_path / "pairs_copy"
+    out.mkdir(exist_ok=True)
+    for suffix in (".bin", ".idx", ".meta.json"):
+        shutil.copy(data.pairs + suffix, out / f"pairs{suffix}")
+    meta = json.loads((out / "pairs.meta.json").read_text())
+    meta.update(meta_changes)
+    (out / "pairs.meta.json").write_text(json.dumps(meta))
+    return str(out / "pairs")
+
+
+def _tiny_vq(directory, codebook: int, seed: int) -> str:
+    import torch as _torch
+
+    from data_pipeline.vq import VQGANConfig, VQModel, save_vqgan
+
+    _torch.manual_seed(seed)
+    save_vqgan(VQModel(VQGANConfig(ch=32, ch_mult=(1, 1), num_res_blocks=1, resolution=16, z_channels=32,
+                                   n_embed=codebook, embed_dim=8)), str(directory))
+    return str(directory)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU answers")
+def test_tokenizer_special_ids_must_match_the_vocabulary(capsys, tmp_path, data):
+    vocab = _vocab_file(tmp_path, data, eos_id=5)  # a vocabulary planned for another tokenizer
+    code, err = _cli(capsys, _ok_args(data, tmp_path) + [f"model.vocab={vocab}", f"data.vocab={vocab}"])
+    assert code == 2 and len(err) == 1, err
+    assert "config key 'data.tokenizer'" in err[0] and "eos_token '</s>' is id 2" in err[0], err[0]
+    assert f"{vocab} has eos_id 5" in err[0] and "re-import the base model with --tokenizer" in err[0], err[0]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU answers")
+def test_pairs_codebook_must_be_the_vocabularys_image_range(capsys, tmp_path, data):
+    pairs = _pairs_copy(tmp_path, data, codebook_size=512, vq_tokenizer="chameleon-vqgan-tiny")
+    code, err = _cli(capsys, _ok_args(data, tmp_path) + [f"data.pairs_path={pairs}"])
+    assert code == 2 and len(err) == 1, err
+    assert "config key 'data.pairs_path'" in err[0] and "512-entry codebook" in err[0] and "64 image ids" in err[0]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU answers")
+def test_sampling_vq_is_checked_before_step_1(capsys, tmp_path, data, monkeypatch):
+    from data_pipeline.vq import load_vq_tokenizer
+    from liquid_train.training.config import load_config
+    from liquid_train.training.preflight import preflight
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # no Chameleon weights anywhere
+    monkeypatch.delenv("LIQUID_CHAMELEON_VQGAN_DIR", raising=False)
+    args = _ok_args(data, tmp_path) + ["sampling.interval=5"]
+    # a path that does not exist: one line, before any model or dataset (the run used to die at its first sample)
+    code, err = _cli(capsys, args + ["sampling.vq_tokenizer=/nonexistent/vq"])
+    assert code == 2 and len(err) == 1 and "config key 'sampling.vq_tokenizer' (set on the command line)" in err[0]
+    assert "cannot be loaded" in err[0] and not os.path.exists(tmp_path / "run" / "metrics.jsonl"), err
+    # no sampling.vq_tokenizer: the vocabulary's (chameleon-vqgan), whose weights are not placed
+    code, err = _cli(capsys, args)
+    assert code == 2 and len(err) == 1 and "config key 'sampling.interval'" in err[0] and "chameleon-vqgan" in err[0]
+    # a VQ whose codebook is not the vocabulary's image range
+    code, err = _cli(capsys, args + ["sampling.vq_tokenizer=chameleon-vqgan-tiny"])
+    assert code == 2 and "has 512 codes but" in err[0] and "64 image ids" in err[0], err
+    # the right codebook, other weights than the pairs were encoded with: refused; the same weights: accepted
+    encoded, other = _tiny_vq(tmp_path / "vq_a", 64, seed=0), _tiny_vq(tmp_path / "vq_b", 64, seed=1)
+    pairs = _pairs_copy(tmp_path, data, vq_tokenizer=encoded,
+                        vq_identity=load_vq_tokenizer(encoded).identity)
+    code, err = _cli(capsys, args + [f"data.pairs_path={pairs}", f"sampling.vq_tokenizer={other}"])
+    assert code == 2 and len(err) == 1 and "other weights" in err[0] and "vq_b" in err[0], err
+    cfg = load_config(None, args + [f"data.pairs_path={pairs}"])  # default: the VQ recorded with the pairs
+    preflight(cfg, world_size=1)

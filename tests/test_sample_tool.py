@@ -140,3 +140,86 @@ def test_bad_inputs_give_clear_errors(exported, tmp_path):
     assert proc.returncode == 2 and "codebook 256" in proc.stderr and "512 image ids" in proc.stderr, \
         proc.stderr[-2000:]
     assert not os.path.exists(tmp_path / "x.png")
+
+
+# --- the export's image record: defaults for sampling, and what the model cannot hold -----------------------------
+@pytest.fixture(scope="module")
+def trained_export(tmp_path_factory):
+    """An export of a checkpoint whose ``liquid_model.json`` carries the image record the trainer stores (from a
+    pairs dataset encoded at 32 px with the tiny VQ: 4x4 codes) and the run's tokenizer."""
+    from data_pipeline.vq import load_vq_tokenizer
+    from liquid_train import image_meta
+
+    root = tmp_path_factory.mktemp("trained_export")
+    hf_dir, ckpt, out = str(root / "hf"), str(root / "ckpt"), str(root / "export")
+    save_tiny_hf("qwen2.5", hf_dir, seed=4)
+    (root / "pairs.meta.json").write_text(json.dumps({
+        "kind": "pairs", "image_grid": [4, 4], "codebook_size": CODEBOOK, "vq_tokenizer": "chameleon-vqgan-tiny",
+        "vq_identity": load_vq_tokenizer("chameleon-vqgan-tiny").identity, "resolution": 32}))
+    initialize_parallel(1, 1, seed=3)
+    try:
+        hf_to_megatron(hf_dir, ckpt, "qwen2.5", "tiny", num_image_tokens=CODEBOOK, vq_tokenizer="chameleon-vqgan")
+        side = json.loads((root / "ckpt" / "liquid_model.json").read_text())
+        side.update(image_meta.sidecar_entries({"pairs_path": str(root / "pairs"), "tokenizer": hf_dir,
+                                                "i2t_prompt": "Caption:"}))
+        (root / "ckpt" / "liquid_model.json").write_text(json.dumps(side))
+        megatron_to_hf(ckpt, out)
+    finally:
+        destroy_parallel()
+    return out
+
+
+def _args(model, **kw):
+    from types import SimpleNamespace
+
+    base = dict(model=model, device="cpu", dtype=None, prompt=["t5 t9"], prompts_file=None, vq=None, resolution=None,
+                cfg_scale=3.0, batch_size=8, cols=None, temperature=0.0, top_k=0, top_p=1.0, seed=0, save_codes=None,
+                max_new_tokens=4, image=None)
+    base.update(kw)
+    return SimpleNamespace(**base)
+
+
+def test_export_records_the_image_side(trained_export):
+    rec = json.loads(open(os.path.join(trained_export, "liquid_image_tokens.json")).read())
+    assert rec["image_grid"] == [4, 4] and rec["resolution"] == 32 and rec["codebook_size"] == CODEBOOK
+    assert rec["vq_tokenizer"] == "chameleon-vqgan-tiny"  # the data's VQ, not the vocabulary's chameleon-vqgan
+    assert rec["vq_identity"].startswith("sha256:") and rec["i2t_prompt"] == "Caption:"
+    assert rec["t2i_instructions"] == T2I_INSTRUCTIONS
+
+
+def test_t2i_at_the_trained_grid_needs_no_flags(trained_export, tmp_path, capsys):
+    from liquid_train.inference.commands import t2i
+
+    codes = str(tmp_path / "codes.npy")
+    assert t2i(_args(trained_export, out=str(tmp_path / "g.png"), save_codes=codes)) == 0
+    assert np.load(codes).shape == (1, 16) and "4x4 codes each, 32 px" in capsys.readouterr().out
+    # another resolution the positions hold (8x8 codes) is honoured
+    assert t2i(_args(trained_export, out=str(tmp_path / "g2.png"), save_codes=codes, resolution=64)) == 0
+    assert np.load(codes).shape == (1, 64)
+
+
+def test_what_the_model_cannot_hold_or_was_not_trained_with_is_refused(trained_export, exported, tmp_path):
+    from data_pipeline.vq import REGISTRY, VQGANConfig, VQModel, save_vqgan
+    from liquid_train.inference.commands import i2t, t2i
+
+    with pytest.raises(ValueError, match=r"--resolution 512 \(64x64 = 4096 codes.*needs 4\d\d\d positions but the "
+                                         r"model has 1024.*trained on 4x4 codes at 32 px"):
+        t2i(_args(trained_export, out=str(tmp_path / "x.png"), resolution=512))
+    from PIL import Image
+
+    Image.fromarray(np.full((40, 40, 3), 90, np.uint8)).save(tmp_path / "in.png")
+    with pytest.raises(ValueError, match=r"--max-new-tokens 2000 after a prompt of \d+ positions.*use at most"):
+        i2t(_args(trained_export, image=[str(tmp_path / "in.png")], max_new_tokens=2000))
+    other = str(tmp_path / "vq_other")  # same architecture and codebook, other weights
+    torch.manual_seed(7)
+    save_vqgan(VQModel(VQGANConfig(**REGISTRY["chameleon-vqgan-tiny"].params)), other)
+    with pytest.raises(ValueError, match="not the ones the training data was encoded with"):
+        t2i(_args(trained_export, out=str(tmp_path / "x.png"), vq=other))
+    with pytest.raises(ValueError, match="records no image grid.*pass --resolution"):  # an import, never trained
+        t2i(_args(exported, out=str(tmp_path / "x.png"), vq="chameleon-vqgan-tiny"))
+    assert not os.path.exists(tmp_path / "x.png")
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "sample.py"), "t2i", "--model", trained_export,
+                           "--resolution", "512", "--prompt", "t1", "--out", str(tmp_path / "x.png")],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    err = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(err) == 1 and "positions" in err[0], proc.stderr[-2000:]

@@ -5,10 +5,11 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
+
+from liquid_train.planning import scaling_laws as sl
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tools"))
-import scaling_laws as sl  # noqa: E402
 
 TRUE = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
 
@@ -99,7 +100,8 @@ def test_cli_writes_all_outputs(tmp_path):
     for f in ("fits.json", "fits.md", "loss_vs_flops.png", "loss_vs_flops.svg"):
         assert (out / f).stat().st_size > 0, f
     res = json.loads((out / "fits.json").read_text())
-    assert set(res) == {"power_law", "power_law_ci", "chinchilla", "chinchilla_ci"}
+    assert set(res) == {"power_law", "power_law_ci", "chinchilla", "chinchilla_ci", "not_fitted"}
+    assert res["not_fitted"] == {}
     assert set(res["chinchilla"]) == {"E", "A", "B", "alpha", "beta", "objective"}
     assert set(res["chinchilla_ci"]) == set(res["chinchilla"])
     for k, (lo, hi) in res["chinchilla_ci"].items():
@@ -127,3 +129,72 @@ def test_missing_num_params_is_a_clear_error(tmp_path):
         assert "num_params" in str(e)
     else:
         raise AssertionError("expected a ValueError")
+
+
+def _runs(sizes, loss_fn, points=6, noise=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    d = np.geomspace(1e9, 1e11, points)
+    return [sl.RunPoints(f"r{i}", float(n), d, 6 * n * d, loss_fn(n, d) * np.exp(noise * rng.standard_normal(points)))
+            for i, n in enumerate(sizes)]
+
+
+def test_fits_the_data_do_not_determine_are_refused_with_a_reason(tmp_path):
+    # two runs of one size (the case that printed E 1.1e-14, alpha 1.95), and two sizes: E, A, alpha undetermined
+    for sizes, phrase in (([5e8, 5e8], "1 model size (0.5B)"), ([5e8, 7e9], "2 model sizes (0.5B, 7B)")):
+        res = sl.analyse(_runs(sizes, chinchilla, noise=0.01), str(tmp_path), n_boot=5)
+        assert "chinchilla" not in res and phrase in res["not_fitted"]["chinchilla"], res["not_fitted"]
+        assert "3 free parameters along N" in res["not_fitted"]["chinchilla"]
+        assert "not fitted: chinchilla" in (tmp_path / "fits.md").read_text()
+    # three sizes but no loss falling with N: the optimum switches the N term off or pins alpha at a bound
+    flat = lambda n, d: 1.69 + 410.7 / d ** 0.28  # noqa: E731
+    reason = sl.analyse(_runs([5e7, 5e8, 5e9], flat, noise=0.002), str(tmp_path), n_boot=5)["not_fitted"]["chinchilla"]
+    assert "A/N^alpha" in reason or "alpha" in reason, reason
+    # a per-size power law from 2 points has no residual: refused; the same data at 3 sizes x 6 points fit fine
+    few = sl.analyse(_runs([5e8], chinchilla, points=2), str(tmp_path), n_boot=5, chinchilla=False)
+    assert few["power_law"] == {} and "2 points for 2 free parameters" in few["not_fitted"]["power law r0"]
+    ok = sl.analyse(_runs([5e7, 5e8, 5e9], chinchilla, noise=0.002), str(tmp_path), n_boot=5)
+    assert ok["not_fitted"] == {} and abs(ok["chinchilla"]["alpha"] - TRUE["alpha"]) < 0.1
+
+
+def test_cli_states_the_refusal_and_require_makes_it_an_error(tmp_path):
+    dirs = write_runs(str(tmp_path / "runs"))[:2]
+    cmd = [sys.executable, os.path.join(REPO, "tools", "scaling_laws.py"), *dirs, "--bootstrap", "5"]
+    proc = subprocess.run(cmd + ["--out", str(tmp_path / "a")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "not fitted: chinchilla: 2 model sizes (50M, 0.2B)" in proc.stdout
+    proc = subprocess.run(cmd + ["--out", str(tmp_path / "b"), "--chinchilla", "require"], capture_output=True,
+                          text=True, timeout=300)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(err) == 1 and "chinchilla fit refused: 2 model sizes" in err[0]
+
+
+def test_sizes_read_as_people_write_them():
+    assert [sl.format_count(n) for n in (4.2e4, 2.5e5, 5e7, 4.94e8, 7.4e9, 3.2e10)] == \
+        ["42K", "250K", "50M", "0.49B", "7.4B", "32B"]
+
+
+def _overlaps(labels, renderer):
+    boxes = [t.get_window_extent(renderer) for t in labels if t.get_text() and t.get_visible()]
+    return [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:] if a.overlaps(b)]
+
+
+@pytest.mark.parametrize("flops,loss", [((1e11, 4e11), (0.82, 1.05)), ((1e17, 1e23), (1.9, 4.5)),
+                                        ((3e14, 9e15), (2.0, 9.0))])
+def test_plot_tick_labels_do_not_overlap_and_legend_names_sizes(flops, loss):
+    import matplotlib.pyplot as plt
+
+    c = np.geomspace(*flops, 8)
+    runs = [sl.RunPoints(name, n, c / (6 * n), c, np.geomspace(loss[1], loss[0], 8) * k)
+            for name, n, k in (("s", 4.2e4, 1.0), ("m", 2.5e5, 0.98), ("l", 7.4e9, 0.96))]
+    fits = {r.name: sl.fit_power_law(r.flops, r.loss) for r in runs}
+    fig = sl.loss_vs_flops_figure(runs, fits)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    for labels in (ax.get_xticklabels(which="both"), ax.get_yticklabels(which="both")):
+        shown = [t for t in labels if t.get_text()]
+        assert 2 <= len(shown) <= 6, [t.get_text() for t in shown]
+        assert not _overlaps(labels, renderer)
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["s (42K)", "m (250K)", "l (7.4B)"]
+    plt.close(fig)

@@ -27,7 +27,7 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCH = os.path.join(REPO, "launch")
-WRAPPERS = ("pretrain_0.5b.sh", "pretrain_7b.sh", "pretrain_32b.sh")
+WRAPPERS = ("pretrain_0.5b.sh", "pretrain_7b.sh", "pretrain_32b.sh", "pretrain_gemma_7b.sh")
 ITERS = 500  # ~0.02-0.03 s a step on 2 cores: ~10-15 s of training, long enough to signal it mid-run
 GBS = 4
 
@@ -235,7 +235,7 @@ def _header(name):
 
 
 def test_launcher_headers_and_syntax():
-    """The three size wrappers carry the requeue/signal/log headers and exec the generic launcher."""
+    """The size wrappers carry the requeue/signal/log headers and exec the generic launcher."""
     for name in ("pretrain.sh", *WRAPPERS):
         assert subprocess.run(["bash", "-n", os.path.join(LAUNCH, name)]).returncode == 0, name
         text, header = _header(name)
@@ -246,7 +246,8 @@ def test_launcher_headers_and_syntax():
         if name != "pretrain.sh":
             assert 'exec bash "$repo/launch/pretrain.sh" "$@"' in text, name
     nodes = {n: _header(n)[1]["nodes"] for n in WRAPPERS}
-    assert nodes == {"pretrain_0.5b.sh": "1", "pretrain_7b.sh": "1", "pretrain_32b.sh": "4"}
+    assert nodes == {"pretrain_0.5b.sh": "1", "pretrain_7b.sh": "1", "pretrain_32b.sh": "4",
+                     "pretrain_gemma_7b.sh": "1"}
 
 
 @pytest.mark.slurm

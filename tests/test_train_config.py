@@ -67,3 +67,46 @@ def test_lr_schedules_match_closed_forms():
     wsd = _lrs("schedule.style=wsd", "schedule.warmup_steps=2", "schedule.wsd_decay_fraction=0.25")
     assert wsd[2:15] == pytest.approx([1.0] * 13)  # stable until the last 5 steps
     assert wsd[15:] == pytest.approx([1.0 - 0.9 * (k / 5) for k in range(5)])
+
+
+# --- data.include: a run config names a shared data config and overrides some of its fields -----------------------
+def test_data_include_merges_a_data_config_with_overrides(tmp_path):
+    from liquid_train.training.config import config_sources
+
+    run = tmp_path / "run.yaml"
+    run.write_text("run_dir: x\ndata:\n  include: configs/data/paper_mix.yaml\n  seq_length: 256\n"
+                   "  pairs_path: /p/pairs\n")
+    cfg = load_config(str(run))
+    assert dict(cfg.data.mixture) == {"text": 30, "t2i": 24, "i2t": 6} and cfg.data.text_sample == "window"
+    assert cfg.data.seq_length == 256 and cfg.data.pairs_path == "/p/pairs"  # overrides win
+    assert cfg.data.text_path == "data/indexed/text"  # from the included file
+    sources = config_sources(str(run))
+    assert sources["data.seq_length"] == f"set in {run}"
+    assert sources["data.text_path"] == f"set in {REPO}/configs/data/paper_mix.yaml, included by {run}"
+    # next to the run config first; a mixture given replaces the included one whole (a task left out has weight 0)
+    (tmp_path / "mine.yaml").write_text("mixture: {text: 1, t2i: 1, i2t: 1}\nseq_length: 512\n")
+    run.write_text("run_dir: x\ndata:\n  include: mine.yaml\n  mixture: {text: 2, t2i: 1}\n")
+    cfg = load_config(str(run), ["data.seq_length=64"])
+    assert dict(cfg.data.mixture) == {"text": 2, "t2i": 1} and cfg.data.seq_length == 64
+    # a required field stays required, even where the included file has a value
+    run.write_text("run_dir: x\ndata:\n  include: configs/data/paper_mix.yaml\n  pairs_path: ???\n")
+    with pytest.raises(ConfigError, match=r"config key 'data.pairs_path': is required"):
+        load_config(str(run))
+    assert load_config(str(run), ["data.pairs_path=/q"]).data.pairs_path == "/q"
+    run.write_text("run_dir: x\ndata:\n  include: configs/data/nope.yaml\n")
+    with pytest.raises(ConfigError, match=r"config key 'data.include': configs/data/nope.yaml not found"):
+        load_config(str(run))
+
+
+def test_a_mixture_in_the_file_replaces_the_default(tmp_path):
+    run = tmp_path / "run.yaml"
+    run.write_text("run_dir: x\ndata:\n  mixture: {text: 1, t2i: 3}\n")
+    assert dict(load_config(str(run)).data.mixture) == {"text": 1, "t2i": 3}
+    assert dict(load_config(str(run), ["data.mixture.i2t=2"]).data.mixture) == {"text": 1, "t2i": 3, "i2t": 2}
+
+
+def test_checkpoints_default_to_every_1000_steps_and_hourly():
+    cfg = load_config(None, ["run_dir=x"])
+    assert cfg.checkpoint.save_interval == 1000 and cfg.checkpoint.save_interval_minutes == 60
+    with pytest.raises(ConfigError, match="checkpoint.save_interval_minutes"):
+        validate(load_config(None, ["run_dir=x", "checkpoint.save_interval_minutes=-1"]), 1)

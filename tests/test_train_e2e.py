@@ -23,9 +23,10 @@ def test_tiny_model_loss_falls_on_mixed_data_with_per_task_metrics(tmp_path):
 
     tok_dir = str(tmp_path / "tok")
     tokenizer = make_tiny_tokenizer(tok_dir)
-    vocab = tiny_vocab(tokenizer)
+    vocab = tiny_vocab(tokenizer, num_image_tokens=512)  # the codebook of the sampling VQ (chameleon-vqgan-tiny)
     vocab.save(str(tmp_path))
-    pairs, text = write_tiny_datasets(str(tmp_path / "data"), num_pairs=300, num_texts=200, text_range=(20, 150))
+    pairs, text = write_tiny_datasets(str(tmp_path / "data"), num_pairs=300, num_texts=200, text_range=(20, 150),
+                                      num_image_tokens=512)
     run_dir = str(tmp_path / "run")
     env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="2")
     cmd = [sys.executable, "-m", "liquid_train.cli", "--config", os.path.join(REPO, "configs/runs/tiny_cpu.yaml"),

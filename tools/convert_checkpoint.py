@@ -1,12 +1,17 @@
 """Convert between Hugging Face checkpoints and liquid-train megatron dist checkpoints.
 
     python tools/convert_checkpoint.py hf-to-megatron --hf-dir HF --out CKPT [--family qwen2.5] [--size 0.5b]
-        [--tokenizer TOK] [--tp 2 --pp 2] [--num-image-tokens 8192]
+        [--tokenizer TOK] [--tp 2 --pp 2] [--vq-tokenizer VQ] [--num-image-tokens K]
     python tools/convert_checkpoint.py megatron-to-hf --ckpt CKPT --out HF_OUT [--tokenizer-dir TOK] [--dtype bf16]
 
 hf-to-megatron reads the architecture from HF/config.json (any shape of Qwen2, Llama, Gemma, Gemma 2); a setting the
 megatron model cannot reproduce is refused with one line (exit 2). ``--family`` / ``--size`` are optional and, when
 given, checked against the config. The tokenizer (HF, or ``--tokenizer``) is extended and saved with the checkpoint.
+The image rows are the codebook of ``--vq-tokenizer`` (a registry name or a VQ checkpoint directory; default
+chameleon-vqgan, 8192 codes); ``--num-image-tokens`` overrides the count and must agree with a VQ given explicitly.
+
+megatron-to-hf always writes a tokenizer: ``--tokenizer-dir``, else the checkpoint's ``tokenizer/``, else the run's
+``data.tokenizer`` recorded in the checkpoint; with none of them it refuses (one line, exit 2).
 
 ``CKPT`` is a model checkpoint (hf-to-megatron's output), a trainer ``iter_*`` directory, a trainer
 ``checkpoints/`` directory or a run directory (the last two: the checkpoint their ``latest`` pointer names).
@@ -52,8 +57,11 @@ def main(argv=None) -> int:
     a.add_argument("--tokenizer", default=None, help="tokenizer directory (default: --hf-dir when it has one)")
     a.add_argument("--tp", type=int, default=1)
     a.add_argument("--pp", type=int, default=1)
-    a.add_argument("--num-image-tokens", type=int, default=8192)
-    a.add_argument("--vq-tokenizer", default="chameleon-vqgan")
+    a.add_argument("--num-image-tokens", type=int, default=None,
+                   help="image rows (default: the codebook size of --vq-tokenizer)")
+    a.add_argument("--vq-tokenizer", default=None,
+                   help="VQ registry name or checkpoint directory whose codes the image rows hold "
+                        "(default chameleon-vqgan)")
     a.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     a.add_argument("--seed", type=int, default=0)
     b = sub.add_parser("megatron-to-hf")
@@ -64,7 +72,8 @@ def main(argv=None) -> int:
                    help="dtype of the written shards (default: the imported config.json's)")
     args = parser.parse_args(argv)
 
-    from liquid_train.models.hf_conversion import ConversionError, hf_to_megatron, import_arch, megatron_to_hf
+    from liquid_train.models.hf_conversion import (ConversionError, hf_to_megatron, image_rows, import_arch,
+                                                   megatron_to_hf)
     from liquid_train.parallel import destroy_parallel, initialize_parallel
     from liquid_train.training.checkpoint import CheckpointError, verify_checkpoint
 
@@ -74,9 +83,10 @@ def main(argv=None) -> int:
 
             arch = import_arch(args.hf_dir, args.family, args.size)  # refusals before any process group
             check_divisibility(arch, args.tp, args.pp)
+            vq_tokenizer, num_image_tokens = image_rows(args.vq_tokenizer, args.num_image_tokens)
             initialize_parallel(args.tp, args.pp, seed=args.seed)
             vocab = hf_to_megatron(args.hf_dir, args.out, args.family, args.size, tp=args.tp, pp=args.pp,
-                                   num_image_tokens=args.num_image_tokens, vq_tokenizer=args.vq_tokenizer,
+                                   num_image_tokens=num_image_tokens, vq_tokenizer=vq_tokenizer,
                                    precision=args.precision, seed=args.seed, tokenizer_dir=args.tokenizer,
                                    notify=_note)
             print(f"wrote {args.out}: {arch.family} {arch.size} ({arch.num_layers} layers, hidden "

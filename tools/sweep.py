@@ -1,51 +1,24 @@
-"""Expand a sweep (configs/sweeps/*.yaml) into one resolved run config per (model, variant) plus the command lines.
+"""Expand a sweep (configs/sweeps/*.yaml) into one run config per (model, variant), plus the sbatch command lines.
 
-    python tools/sweep.py configs/sweeps/paper_scaling.yaml --out sweeps/paper_scaling [--runs-root runs]
+    python tools/sweep.py configs/sweeps/paper_scaling.yaml --out sweeps/paper_scaling [--runs-root runs] \
+        [--set model.init_from=ckpt/{model} --set data.tokenizer=ckpt/{model}/tokenizer ...] [--check]
 
-Each run config = model config (its planner-only ``plan`` block dropped) + ``data`` from the variant's data config +
-the sweep's ``common`` and the variant's dotted overrides + ``run_dir``. Writes ``<out>/<model>__<variant>.yaml``
-atomically and ``<out>/commands.txt`` (one ``liquid-train --config ...`` per line, nodes from the model's plan block).
+Writes ``<out>/<model>__<variant>.yaml`` and ``<out>/commands.txt``: one line per run,
+``GPUS_PER_NODE=G CONFIG=<out>/<run>.yaml sbatch --nodes=N --gpus-per-node=G launch/pretrain.sh``, with N and G
+from the model config's plan block (run it from the repository root after ``mkdir -p logs``). The sweep's
+``required`` fields (base checkpoint, tokenizer, datasets) come from ``--set`` (``{model}``, ``{variant}``,
+``{family}``, ``{size}`` expand per run) or stay ``???``, which liquid-train refuses naming the key; a line here
+lists any left unset. ``--check`` runs the trainer's preflight on every composed config (paths, layout at the
+plan's world size, vocabulary, tokenizer ids, data; not the GPUs), one line and exit 2 on the first problem.
+Library: ``liquid_train.planning.sweeps``.
 """
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-from omegaconf import OmegaConf
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def expand(sweep_path: str, out_dir: str, runs_root: str = "runs"):
-    sweep = OmegaConf.load(sweep_path)
-    for key in ("name", "models", "variants"):
-        if key not in sweep:
-            raise SystemExit(f"{sweep_path}: missing '{key}'")
-    os.makedirs(out_dir, exist_ok=True)
-    commands = []
-    for model in sweep.models:
-        mpath = os.path.join(REPO, "configs/models", f"{model}.yaml")
-        if not os.path.exists(mpath):
-            raise SystemExit(f"{sweep_path}: model '{model}' has no configs/models/{model}.yaml")
-        mcfg = OmegaConf.load(mpath)
-        nodes = OmegaConf.select(mcfg, "plan.nodes", default=1)
-        if "plan" in mcfg:
-            del mcfg["plan"]
-        for vname, variant in sweep.variants.items():
-            cfg = OmegaConf.merge(mcfg, {"data": OmegaConf.load(os.path.join(REPO, variant.data))})
-            for k, v in list((sweep.get("common") or {}).items()) + list((variant.get("overrides") or {}).items()):
-                OmegaConf.update(cfg, k, v, merge=False)
-            run = f"{model}__{vname}"
-            cfg.run_dir = os.path.join(runs_root, sweep.name, run)
-            path = os.path.join(out_dir, f"{run}.yaml")
-            tmp = path + ".tmp"
-            OmegaConf.save(cfg, tmp)
-            os.replace(tmp, path)
-            commands.append(f"NODES={nodes} CONFIG={path} sbatch --nodes={nodes} launch/pretrain.sh")
-    with open(os.path.join(out_dir, "commands.txt"), "w") as f:
-        f.write("\n".join(commands) + "\n")
-    return commands
+from liquid_train.planning.sweeps import SweepError, check, expand, unset_summary
+from liquid_train.training.config import ConfigError
 
 
 def main(argv=None) -> int:
@@ -53,9 +26,23 @@ def main(argv=None) -> int:
     ap.add_argument("sweep")
     ap.add_argument("--out", required=True)
     ap.add_argument("--runs-root", default="runs")
+    ap.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config value for every run ({model}, {variant}, {family}, {size} expand)")
+    ap.add_argument("--check", action="store_true", help="preflight every composed config (needs the paths)")
     args = ap.parse_args(argv)
-    for c in expand(args.sweep, args.out, args.runs_root):
-        print(c)
+    try:
+        runs = expand(args.sweep, args.out, args.runs_root, args.settings)
+        for run in runs:
+            print(run.command)
+        summary = unset_summary(runs)
+        if summary:
+            print(f"note: {summary}", file=sys.stderr)
+        if args.check:
+            check(runs)
+            print(f"checked {len(runs)} configs: all pass preflight (machine checks run on the job's nodes)")
+    except (SweepError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -236,3 +236,15 @@ def load_vq_tokenizer(name_or_path: str | os.PathLike, device: str | torch.devic
         raise VQCheckpointError(f"{yaml}: unknown arch {arch!r}; known: {sorted(ARCHITECTURES)}")
     module = ARCHITECTURES[arch]["load"](p)
     return VQTokenizer(module, str(raw.get("name") or p.resolve()), device, dtype, channels_last)
+
+
+def vq_codebook_size(name_or_path: str | os.PathLike) -> Optional[int]:
+    """Codebook size of a registered taming tokenizer or a checkpoint directory / ``.ckpt``, read from its
+    parameters or ``vqgan.yaml`` without loading weights; None when it cannot be told that way (another arch)."""
+    key = str(name_or_path)
+    if key in REGISTRY:
+        spec = REGISTRY[key]
+        return VQGANConfig(**spec.params).n_embed if spec.arch == "taming-vqgan" else None
+    ckpt, yaml = resolve_checkpoint_files(Path(key))
+    config, raw = read_yaml_config(yaml)
+    return config.n_embed if raw.get("arch", "taming-vqgan") == "taming-vqgan" else None

@@ -94,21 +94,28 @@ def generate_text(lm: LiquidHF, prompts: Sequence[str], max_new_tokens: int = 64
     return [lm.decode_text(o) for o in outs]
 
 
-def decode_codes(vq, codes: np.ndarray) -> np.ndarray:
-    """Code grids [n, T] (T a square) -> uint8 images [n, H, W, 3] through the VQ decoder."""
+def decode_codes(vq, codes: np.ndarray, grid: Optional[Sequence[int]] = None) -> np.ndarray:
+    """Code grids [n, T] in raster order -> uint8 images [n, H, W, 3] through the VQ decoder; ``grid`` (h, w),
+    default a square of T."""
     codes = np.asarray(codes)
-    side = math.isqrt(codes.shape[-1])
-    if side * side != codes.shape[-1]:
-        raise ValueError(f"{codes.shape[-1]} image tokens are not a square grid")
-    pixels = vq.decode(torch.as_tensor(codes.reshape(-1, side, side))).float().clamp(-1, 1)
+    if grid is None:
+        side = math.isqrt(codes.shape[-1])
+        if side * side != codes.shape[-1]:
+            raise ValueError(f"{codes.shape[-1]} image tokens are not a square grid; give the grid (h, w)")
+        grid = (side, side)
+    h, w = int(grid[0]), int(grid[1])
+    if h * w != codes.shape[-1]:
+        raise ValueError(f"{codes.shape[-1]} image tokens do not fill a {h}x{w} grid")
+    pixels = vq.decode(torch.as_tensor(codes.reshape(-1, h, w))).float().clamp(-1, 1)
     return ((pixels + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
-def encode_images(vq, images, resolution: int) -> np.ndarray:
-    """PIL images -> code grids [n, (resolution/f)^2] with the data pipeline's resize + centre crop."""
+def encode_images(vq, images, resolution: int, pad_to_square: bool = False) -> np.ndarray:
+    """PIL images -> code grids [n, (resolution/f)^2] with the data pipeline's resize + centre crop (or padding to
+    a square, as ``encode --pad-to-square``)."""
     from data_pipeline.preprocess import PreprocessConfig, preprocess_image
 
-    pcfg = PreprocessConfig(resolution=resolution, max_aspect_ratio=0, min_side=1)
+    pcfg = PreprocessConfig(resolution=resolution, max_aspect_ratio=0, min_side=1, pad_to_square=pad_to_square)
     arrays = np.stack([preprocess_image(im, pcfg)[0] for im in images])
     codes = vq.encode_uint8(torch.from_numpy(arrays))
     return codes.reshape(len(images), -1).cpu().numpy().astype(np.int64)

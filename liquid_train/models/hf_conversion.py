@@ -6,7 +6,8 @@ folded into plain weights, vocabulary extended by :mod:`vocab_extension`), slice
 megatron dist checkpoint (torch_dist): ``{"model": model.sharded_state_dict()}`` + ``liquid_vocab.json`` +
 ``liquid_model.json``. Run it under ``torchrun --nproc_per_node=TP*PP`` to split a large model over processes: each
 process holds only its own shard. Export loads any layout (the dist checkpoint reshards) into a TP=1/PP=1 model and
-writes HF safetensors shards layer by layer, with the padding rows removed.
+writes HF safetensors shards layer by layer, with the padding rows removed, plus the tokenizer (always: refused
+without one) and ``liquid_image_tokens.json`` (image ids, grid, resolution, VQ identity, templates).
 
 The architecture is read from the checkpoint's own ``config.json`` (:meth:`ModelArch.from_hf_config`); a registry
 ``--size`` is only checked against it. The imported ``config.json`` is kept in ``liquid_model.json`` and written back
@@ -24,6 +25,7 @@ from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import torch
 
+from liquid_train import image_meta
 from liquid_train.atomic import atomic_path, atomic_write_json
 from liquid_train.models.families import (FAMILY_ALIASES, ModelArch, get_model_arch,
                                           registry_size_of)
@@ -38,7 +40,7 @@ logger = logging.getLogger(__name__)
 MODEL_TYPE_TO_FAMILY = FAMILY_OF_MODEL_TYPE
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
 _DTYPE_NAMES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-IMAGE_SIDECAR = "liquid_image_tokens.json"
+IMAGE_SIDECAR = image_meta.EXPORT_FILE
 TOKENIZER_SUBDIR = "tokenizer"
 
 
@@ -396,6 +398,35 @@ def find_tokenizer_dir(*candidates: Optional[str]) -> Optional[str]:
     return None
 
 
+DEFAULT_VQ = "chameleon-vqgan"
+
+
+def image_rows(vq_tokenizer: Optional[str], num_image_tokens: Optional[int]) -> Tuple[str, int]:
+    """(VQ name recorded in the vocabulary, image rows): the rows default to the VQ's codebook size; a count that
+    disagrees with a VQ named explicitly is refused. A VQ directory is recorded by its absolute path, so the
+    checkpoint names it from anywhere."""
+    from data_pipeline.vq import VQCheckpointError, vq_codebook_size
+
+    name = vq_tokenizer or DEFAULT_VQ
+    if os.path.exists(os.path.expanduser(name)):
+        name = os.path.abspath(os.path.expanduser(name))
+    try:
+        codebook = vq_codebook_size(name)
+    except VQCheckpointError as exc:
+        if vq_tokenizer is not None:
+            raise ConversionError(f"--vq-tokenizer {vq_tokenizer}: {exc}") from None
+        codebook = None
+    if num_image_tokens is None:
+        if codebook is None:
+            raise ConversionError(f"--vq-tokenizer {name}: its codebook size cannot be read without loading it; "
+                                  "pass --num-image-tokens K")
+        return name, codebook
+    if vq_tokenizer is not None and codebook is not None and codebook != num_image_tokens:
+        raise ConversionError(f"--num-image-tokens {num_image_tokens} but --vq-tokenizer {vq_tokenizer} has "
+                              f"{codebook} codes; leave --num-image-tokens out")
+    return name, num_image_tokens
+
+
 def hf_to_megatron(hf_dir: str, out_dir: str, family: Optional[str] = None, size: Optional[str] = None, tp: int = 1,
                    pp: int = 1, num_image_tokens: int = 8192, vq_tokenizer: str = "chameleon-vqgan",
                    precision: str = "fp32", seed: int = 0, tokenizer_dir: Optional[str] = None,
@@ -424,7 +455,8 @@ def hf_to_megatron(hf_dir: str, out_dir: str, family: Optional[str] = None, size
     tokenizer = _load_tokenizer(tok_dir) if tok_dir else None
     if tokenizer is None:
         notify(f"no tokenizer in {hf_dir}: bos/eos/pad come from config.json alone and {out_dir} gets no "
-               "tokenizer/; pass --tokenizer DIR to check the ids and save an extended tokenizer")
+               "tokenizer/ (its export will need --tokenizer-dir); pass --tokenizer DIR to check the ids and save "
+               "an extended tokenizer")
     arch = settle_vocabulary(arch, cfg, tokenizer, cfg_path, tok_dir, notify)
     try:
         vocab = plan_vocab(arch, num_image_tokens, vq_tokenizer)
@@ -525,11 +557,12 @@ def _atomic_save_safetensors(tensors: Dict[str, torch.Tensor], path: str) -> Non
 
 def export_model_to_hf(model, arch: ModelArch, vocab: LiquidVocab, out_dir: str, tokenizer=None,
                        layers_per_shard: int = 4, dtype: Optional[torch.dtype] = None,
-                       hf_config: Optional[dict] = None) -> None:
+                       hf_config: Optional[dict] = None, image: Optional[dict] = None) -> None:
     """Write a TP=1/PP=1 GPTModel as an HF directory, one safetensors shard per ``layers_per_shard`` layers.
 
     ``hf_config``: the config.json to write (:func:`exported_hf_config` of the imported one); without it a config is
-    generated from ``arch``."""
+    generated from ``arch``. ``image``: the checkpoint's image record (:mod:`liquid_train.image_meta`), written with
+    the image ids to ``liquid_image_tokens.json``."""
     from tqdm import tqdm
 
     os.makedirs(out_dir, exist_ok=True)
@@ -564,12 +597,7 @@ def export_model_to_hf(model, arch: ModelArch, vocab: LiquidVocab, out_dir: str,
     dtype_name = str(dtype or params["decoder.final_layernorm.weight"].dtype).replace("torch.", "")
     _write_json(os.path.join(out_dir, "config.json"),
                 hf_config if hf_config is not None else hf_config_dict(arch, vocab, dtype_name))
-    _write_json(os.path.join(out_dir, IMAGE_SIDECAR), {
-        "image_token_offset": vocab.image_token_offset, "num_image_tokens": vocab.num_image_tokens,
-        "codebook_size": vocab.num_image_tokens, "vq_tokenizer": vocab.vq_tokenizer,
-        "boi_id": vocab.boi_id, "eoi_id": vocab.eoi_id, "uncond_id": vocab.uncond_id,
-        "boi_token": vocab.boi_token, "eoi_token": vocab.eoi_token, "uncond_token": vocab.uncond_token,
-    })
+    _write_json(os.path.join(out_dir, IMAGE_SIDECAR), image_meta.export_record(vocab, image))
     vocab.save(out_dir)
     if tokenizer is not None:
         extend_tokenizer(tokenizer, vocab)
@@ -603,25 +631,42 @@ def megatron_to_hf(ckpt_dir: str, out_dir: str, tokenizer_dir: Optional[str] = N
     else:
         notify(f"{ckpt_dir}: no imported config.json recorded; writing one generated from the architecture")
     padded = _checkpoint_vocab_rows(ckpt_dir)
+    export_tokenizer_dir(ckpt_dir, tokenizer_dir)  # refused before the weights are read
     model = build_gpt_model(arch, VocabRows(vocab.vocab_size, padded or vocab.padded_vocab_size(1)), "fp32")
     load_model_checkpoint(model, ckpt_dir)
-    if tokenizer_dir is not None and find_tokenizer_dir(tokenizer_dir) is None:
-        raise ConversionError(f"{tokenizer_dir}: no tokenizer files ({', '.join(TOKENIZER_FILES)})")
-    run_dir = os.path.dirname(os.path.dirname(ckpt_dir.rstrip("/")))
-    tok_src = find_tokenizer_dir(tokenizer_dir, os.path.join(ckpt_dir, TOKENIZER_SUBDIR),
-                                 os.path.join(run_dir, TOKENIZER_SUBDIR))
-    tokenizer = _load_tokenizer(tok_src) if tok_src else None
-    if tokenizer is None:
-        notify(f"no tokenizer in {ckpt_dir} or its run directory: {out_dir} gets none; pass --tokenizer-dir DIR")
+    tok_src = export_tokenizer_dir(ckpt_dir, tokenizer_dir)
+    tokenizer = _load_tokenizer(tok_src)
     torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, None: None}[dtype]
     config = None
     if original is not None:
         config = exported_hf_config(original, vocab, str(torch_dtype).replace("torch.", "") if torch_dtype else None)
         torch_dtype = torch_dtype or recorded_dtype(original)
     try:
-        export_model_to_hf(model, arch, vocab, out_dir, tokenizer=tokenizer, dtype=torch_dtype, hf_config=config)
+        export_model_to_hf(model, arch, vocab, out_dir, tokenizer=tokenizer, dtype=torch_dtype, hf_config=config,
+                           image=_read_sidecar(ckpt_dir).get(image_meta.SIDECAR_KEY))
     except ValueError as exc:  # a tokenizer that does not take the planned special ids
         raise ConversionError(f"{tok_src}: {exc}") from None
+
+
+def export_tokenizer_dir(ckpt_dir: str, tokenizer_dir: Optional[str] = None) -> str:
+    """The tokenizer an export carries: ``tokenizer_dir``, else the checkpoint's ``tokenizer/`` (an import), else its
+    run directory's, else the run's ``data.tokenizer`` recorded in ``liquid_model.json``. None of them: refused,
+    saying which to pass (an export without a tokenizer cannot be sampled from)."""
+    if tokenizer_dir is not None:
+        if find_tokenizer_dir(tokenizer_dir) is None:
+            raise ConversionError(f"{tokenizer_dir}: no tokenizer files ({', '.join(TOKENIZER_FILES)})")
+        return tokenizer_dir
+    run_dir = os.path.dirname(os.path.dirname(ckpt_dir.rstrip("/")))
+    recorded = _read_sidecar(ckpt_dir).get(image_meta.TOKENIZER_KEY)
+    found = find_tokenizer_dir(os.path.join(ckpt_dir, TOKENIZER_SUBDIR), os.path.join(run_dir, TOKENIZER_SUBDIR),
+                               recorded)
+    if found is not None:
+        return found
+    if recorded:
+        raise ConversionError(f"{ckpt_dir}: the run's tokenizer {recorded} (data.tokenizer) has no tokenizer files "
+                              "any more; pass --tokenizer-dir with the tokenizer that built the run's datasets")
+    raise ConversionError(f"{ckpt_dir}: no tokenizer in the checkpoint or recorded for it; pass --tokenizer-dir "
+                          "with the base model's tokenizer (the one that built the datasets)")
 
 
 def _checkpoint_vocab_rows(ckpt_dir: str) -> Optional[int]:

@@ -36,17 +36,19 @@ class TinyRunData:
         return os.path.join(self.root, "data", "text")
 
 
-def ensure_tiny_run_data(directory: str, seed: int = 0) -> TinyRunData:
+def ensure_tiny_run_data(directory: str, seed: int = 0, num_image_tokens: int = 64) -> TinyRunData:
     """Write the data set-up into ``directory`` unless it is there. Deterministic; written into a private
-    directory and renamed into place, so several processes (torchrun ranks) may call this at once."""
+    directory and renamed into place, so several processes (torchrun ranks) may call this at once.
+    ``num_image_tokens=512`` matches the ``chameleon-vqgan-tiny`` codebook (runs that draw T2I samples)."""
     data = TinyRunData(os.path.abspath(directory))
     if os.path.exists(data.vocab):
         return data
     tmp = f"{data.root}.tmp-{uuid.uuid4().hex[:8]}"
     staged = TinyRunData(tmp)
     tokenizer = make_tiny_tokenizer(staged.tokenizer)
-    tiny_vocab(tokenizer).save(staged.root)
-    write_tiny_datasets(os.path.join(tmp, "data"), num_pairs=200, num_texts=150, text_range=(5, 120), seed=seed)
+    tiny_vocab(tokenizer, num_image_tokens).save(staged.root)
+    write_tiny_datasets(os.path.join(tmp, "data"), num_pairs=200, num_texts=150, text_range=(5, 120), seed=seed,
+                        num_image_tokens=num_image_tokens)
     try:
         os.rename(tmp, data.root)
     except OSError:  # another process won the race with identical content

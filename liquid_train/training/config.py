@@ -132,8 +132,11 @@ class TrainConfig:
 
 @dataclass
 class CheckpointConfig:
-    save_interval: int = 0
-    """Save every N steps (0: only at the end and on SIGTERM/SIGUSR1)."""
+    save_interval: int = 1000
+    """Save every N steps (0: steps do not trigger saves); also at the end and on SIGTERM/SIGUSR1."""
+    save_interval_minutes: float = 60.0
+    """Also save when this many minutes have passed since the last save (or the start), so a long run never loses
+    more than about this much work; 0 disables. The ranks agree on it (one tiny all-reduce per step)."""
     keep_last: int = 2
     async_save: bool = False
     resume: bool = True
@@ -155,7 +158,9 @@ class T2ISamplesConfig:
     """Every N steps, draw T2I samples for the prompts below and write a PNG grid; 0 disables."""
     prompts: List[str] = field(default_factory=lambda: ["a red circle on a blue background"])
     vq_tokenizer: Optional[str] = None
-    """Name or path for ``data_pipeline.vq.load_vq_tokenizer``; default: the vocabulary's ``vq_tokenizer``."""
+    """Name or path for ``data_pipeline.vq.load_vq_tokenizer``; default: the VQ the pairs were encoded with
+    (``<pairs>.meta.json``), else the vocabulary's ``vq_tokenizer``. Checked before step 1: it must load, and its
+    codebook and weights must be the data's."""
     image_tokens: Optional[int] = None
     """Codes per image (h*w); default: from the data config's image grid, else a square of num_image_tokens."""
     sampler: SamplingConfig = field(default_factory=_greedy_cfg3)
@@ -180,7 +185,9 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    """The mixed-task data config, embedded as it is so one YAML file describes the whole run."""
+    """The mixed-task data config, embedded as it is so one YAML file describes the whole run; or
+    ``{include: configs/data/<name>.yaml, <field>: <value>, ...}``: a shared data config (found next to the run
+    config, else under the repository) with the listed fields overriding it (:func:`load_config`)."""
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -206,6 +213,60 @@ def _load_yaml(path: str):
         raise ConfigError(f"{where}: not valid YAML ({problem}); fix the file") from None
 
 
+# --- data.include: a run config names a shared data config (configs/data/*.yaml) and overrides some of its fields ---
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DATA_INCLUDE = "include"
+
+
+def resolve_include(name: str, including: str) -> str:
+    """``data.include`` -> a file: absolute as given; else next to the including file; else under the repository."""
+    candidates = [name] if os.path.isabs(name) else [os.path.join(os.path.dirname(os.path.abspath(including)), name),
+                                                     os.path.join(REPO_ROOT, name)]
+    for path in candidates:
+        if os.path.isfile(path):
+            return path
+    raise ConfigError(f"{name} not found (looked for {' and '.join(candidates)}); give the path of a data config "
+                      f"such as configs/data/paper_mix.yaml", key=f"data.{DATA_INCLUDE}")
+
+
+def _included_data(path: str, name: str):
+    """The data block of an included file (its fields at the top level, or under ``data:``)."""
+    inc = _load_yaml(resolve_include(name, path))
+    if "data" in inc and OmegaConf.is_dict(inc["data"]):
+        inc = inc["data"]
+    if DATA_INCLUDE in inc:
+        raise ConfigError(f"{name} includes another file; includes do not nest (copy its fields instead)",
+                          key=f"data.{DATA_INCLUDE}")
+    return inc
+
+
+def _keep_missing(merged, src) -> None:
+    """A ``???`` (required) in ``src`` stays required in ``merged``: omegaconf's merge keeps the value it merges a
+    ``???`` onto (a default, or the included data config's), which would quietly fill a required field."""
+    for key in OmegaConf.missing_keys(src):
+        OmegaConf.update(merged, key, MISSING, merge=False)
+
+
+def _expand_data_include(raw, path: str):
+    """``data: {include: F, ...fields}`` -> F's fields with the listed ones overriding them. A ``mixture`` given
+    replaces the included one whole (a task it leaves out has weight 0, as in a data config of its own)."""
+    data = raw.get("data") if OmegaConf.is_dict(raw) else None
+    if data is None or not OmegaConf.is_dict(data) or DATA_INCLUDE not in data:
+        return raw
+    if not isinstance(data[DATA_INCLUDE], str):
+        raise ConfigError("must be the path of a data config (a string)", key=f"data.{DATA_INCLUDE}")
+    rest = OmegaConf.masked_copy(data, [k for k in data if k != DATA_INCLUDE])
+    try:
+        merged = OmegaConf.merge(_included_data(path, data[DATA_INCLUDE]), rest)
+        if "mixture" in rest:
+            OmegaConf.update(merged, "mixture", rest["mixture"], merge=False)
+        _keep_missing(merged, rest)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"{str(err).splitlines()[0]} in {path}", key=f"data.{_key_of(err)}") from None
+    raw["data"] = merged
+    return raw
+
+
 def _leaf_keys(node, prefix: str = "") -> List[str]:
     if isinstance(node, dict):
         out: List[str] = []
@@ -223,6 +284,16 @@ def config_sources(path: Optional[str] = None, overrides: Optional[List[str]] = 
             raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
         except (yaml.YAMLError, OmegaConfBaseException):
             raw = {}
+        include = ((raw or {}).get("data") or {}).get(DATA_INCLUDE) if isinstance((raw or {}).get("data"), dict) \
+            else None
+        if isinstance(include, str):
+            try:
+                inc_path = resolve_include(include, path)
+                inc = OmegaConf.to_container(_included_data(path, include), resolve=False)
+                for key in _leaf_keys(inc or {}):
+                    sources[f"data.{key}"] = f"set in {inc_path}, included by {path}"
+            except ConfigError:
+                pass  # load_config reports it
         for key in _leaf_keys(raw or {}):
             sources[key] = f"set in {path}"
     for item in overrides or []:
@@ -242,7 +313,11 @@ def load_config(path: Optional[str] = None, overrides: Optional[List[str]] = Non
         if base is not None:
             merged = OmegaConf.merge(merged, base if not dataclasses.is_dataclass(base) else OmegaConf.structured(base))
         if path is not None:
-            merged = OmegaConf.merge(merged, _load_yaml(path))
+            raw = _expand_data_include(_load_yaml(path), path)
+            merged = OmegaConf.merge(merged, raw)
+            _keep_missing(merged, raw)
+            if OmegaConf.select(raw, "data.mixture") is not None:  # replace, not merge: a task left out has weight 0
+                OmegaConf.update(merged, "data.mixture", raw["data"]["mixture"], merge=False)
         if overrides:
             bad = [o for o in overrides if "=" not in o]
             if bad:
@@ -256,7 +331,8 @@ def load_config(path: Optional[str] = None, overrides: Optional[List[str]] = Non
         raise ConfigError(f"{msg}{where}", key=_key_of(err)) from None
     missing = sorted(OmegaConf.missing_keys(merged))
     if missing:
-        raise ConfigError(f"is required (set it in the YAML or as {missing[0]}=...)", key=missing[0])
+        also = f"; also required: {', '.join(missing[1:])}" if len(missing) > 1 else ""
+        raise ConfigError(f"is required (set it in the YAML or as {missing[0]}=...){also}", key=missing[0])
     return merged
 
 
@@ -309,6 +385,7 @@ def validate(cfg, world_size: int) -> None:
     ck = cfg.checkpoint
     _require(ck.keep_last >= 1, "checkpoint.keep_last", "must be >= 1 (the latest checkpoint is always kept)")
     _require(ck.save_interval >= 0, "checkpoint.save_interval", "must be >= 0")
+    _require(ck.save_interval_minutes >= 0, "checkpoint.save_interval_minutes", "must be >= 0 (0 disables)")
     _require(cfg.logging.wandb_mode in ("offline", "online", "disabled"), "logging.wandb_mode",
              "must be offline, online or disabled")
 

@@ -4,7 +4,9 @@ Why up front: on a cluster a bad key found after distributed init costs a queue 
 one traceback per rank. Each check here raises one :class:`~liquid_train.training.config.ConfigError` naming the key
 (the CLI adds where the value came from and exits 2): the config's own values (:func:`validate`), the model
 (family, size, inline ``model.arch``, TP / PP / VPP divisibility, ``seq_length`` against the positions), the files
-(vocabulary, tokenizer, indexed datasets, ``init_from``), the mixture, and the machine (FP8, Transformer Engine,
+(vocabulary, tokenizer, indexed datasets, ``init_from``), the tokenizer's special ids against the vocabulary, the
+pairs' codebook against the image ids, the in-training sampler's VQ against the data's (it loads, same codebook,
+same weights), the mixture, and the machine (FP8, Transformer Engine,
 the attention backend, kernel fusions, GPUs per node against the layout). It only reads: cheap on every rank.
 """
 from __future__ import annotations
@@ -95,6 +97,64 @@ def _check_data(data: DataConfig) -> None:
                                f"...` (docs/data_pipeline.md)")
 
 
+# --- the tokenizer and the image side against the vocabulary (why: both used to fail silently or mid-run) --------
+def _check_tokenizer_ids(data: DataConfig, vocab: LiquidVocab, vocab_file: str) -> None:
+    """The tokenizer's bos/eos/pad and (when it has them) <boi>/<eoi>/<unconditional> are the vocabulary's ids.
+    A vocabulary planned for other ids trains on a bos or eos the tokenizer never emits, with no error anywhere."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(data.tokenizer)
+    except Exception as err:  # corrupt or incomplete tokenizer files
+        _fail("data.tokenizer", f"{data.tokenizer}: cannot load the tokenizer ({type(err).__name__}: {err})")
+    fix = (f"the vocabulary was made for another tokenizer: re-import the base model with --tokenizer "
+           f"{data.tokenizer}, or point data.tokenizer at the tokenizer that built the datasets")
+    for kind in ("bos", "eos", "pad"):
+        token, tid = getattr(tok, f"{kind}_token", None), getattr(tok, f"{kind}_token_id", None)
+        if token is not None and tid is not None and int(tid) != getattr(vocab, f"{kind}_id"):
+            _fail("data.tokenizer", f"{data.tokenizer}: {kind}_token {str(token)!r} is id {tid} but {vocab_file} has "
+                                    f"{kind}_id {getattr(vocab, f'{kind}_id')}; {fix}")
+    known = tok.get_vocab()
+    for token, want in ((vocab.boi_token, vocab.boi_id), (vocab.eoi_token, vocab.eoi_id),
+                        (vocab.uncond_token, vocab.uncond_id)):
+        if token in known and known[token] != want:
+            _fail("data.tokenizer", f"{data.tokenizer}: {token!r} is id {known[token]} but {vocab_file} puts it at "
+                                    f"{want}; {fix}")
+
+
+def _check_image_side(cfg, data: DataConfig, vocab: LiquidVocab, vocab_file: str) -> None:
+    """The pairs' codebook is the vocabulary's image range; the in-training sampler's VQ loads, has that codebook and
+    is the VQ (same weights) the pairs were encoded with."""
+    from data_pipeline.vq import VQCheckpointError, load_vq_tokenizer
+
+    from liquid_train.image_meta import read_pairs_meta, sampling_vq
+
+    meta = read_pairs_meta(data.pairs_path) if any(t != TASK_TEXT for t in data.active_tasks) else {}
+    codebook = meta.get("codebook_size")
+    if codebook is not None and int(codebook) != vocab.num_image_tokens:
+        _fail("data.pairs_path", f"{data.pairs_path}.meta.json: codes of a {codebook}-entry codebook "
+                                 f"({meta.get('vq_tokenizer')}) but {vocab_file} has {vocab.num_image_tokens} image "
+                                 f"ids; import the base model with --vq-tokenizer set to the VQ that encoded the pairs")
+    if not cfg.sampling.interval:
+        return
+    name, key = sampling_vq(cfg, vocab)
+    try:
+        vq = load_vq_tokenizer(name, device="cpu")
+    except (VQCheckpointError, OSError, ValueError, KeyError) as err:
+        _fail(key if key == "sampling.vq_tokenizer" else "sampling.interval",
+              f"the VQ for the T2I samples ({name}) cannot be loaded: {str(err).splitlines()[0]}; "
+              f"set sampling.vq_tokenizer to the VQ that encoded the pairs, or sampling.interval=0")
+    where = "sampling.vq_tokenizer" if key == "sampling.vq_tokenizer" else "sampling.interval"
+    if vq.codebook_size != vocab.num_image_tokens:
+        _fail(where, f"the sampling VQ {name} has {vq.codebook_size} codes but {vocab_file} has "
+                     f"{vocab.num_image_tokens} image ids; set sampling.vq_tokenizer to the VQ that encoded the pairs")
+    identity = meta.get("vq_identity")
+    if identity and vq.identity != identity:
+        _fail(where, f"the sampling VQ {name} has other weights ({vq.identity[:19]}...) than the VQ that encoded "
+                     f"{data.pairs_path} ({identity[:19]}..., {meta.get('vq_tokenizer')}); set "
+                     f"sampling.vq_tokenizer to that VQ")
+
+
 def _check_machine(cfg, arch: ModelArch, options: BuildOptions, world_size: int) -> str:
     m = cfg.model
     cuda = torch.cuda.is_available()
@@ -132,8 +192,12 @@ def _check_machine(cfg, arch: ModelArch, options: BuildOptions, world_size: int)
     return backend
 
 
-def preflight(cfg, world_size: int) -> Preflight:
-    """All checks; returns what they resolved. Raises ConfigError (one, naming the key) on the first problem."""
+def preflight(cfg, world_size: int, machine: bool = True) -> Preflight:
+    """All checks; returns what they resolved. Raises ConfigError (one, naming the key) on the first problem.
+
+    ``machine=False`` leaves out what depends on the machine the job lands on (GPUs, Transformer Engine, FP8,
+    kernels): a config composed on a login node is checked against its files and layout (``tools/sweep.py
+    --check``); the attention backend is then reported as asked for."""
     validate(cfg, world_size)
     try:
         arch = arch_from_run_config(cfg.model)
@@ -161,14 +225,16 @@ def preflight(cfg, world_size: int) -> Preflight:
                                  f"tools/convert_checkpoint.py hf-to-megatron")
     vocab_path_ = vocab_path(cfg)
     try:
-        LiquidVocab.load(vocab_path_)
+        vocab = LiquidVocab.load(vocab_path_)
     except (OSError, ValueError, KeyError, TypeError) as err:
         _fail("model.vocab", f"{vocab_path_} is not a readable liquid_vocab.json ({err})")
     _check_data(data)
+    _check_tokenizer_ids(data, vocab, vocab_path_)
+    _check_image_side(cfg, data, vocab, vocab_path_)
     options = options_from_run_config(cfg)
     try:
         recompute_kwargs(options.recompute)
     except ValueError as err:
         _fail(f"model.{str(err).split('=', 1)[0]}", str(err))
-    backend = _check_machine(cfg, arch, options, world_size)
+    backend = _check_machine(cfg, arch, options, world_size) if machine else options.attention_backend
     return Preflight(arch=arch, options=options, attention_backend=backend, data=data, vocab_path=vocab_path_)

@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, Iterator, Optional
 
 import torch
 
+from liquid_train import image_meta
 from liquid_train.models import builder
 from liquid_train.models.sidecar import MODEL_SIDECAR, read_sidecar
 from liquid_train.training.preflight import vocab_path
@@ -61,7 +62,8 @@ def default_model_provider(cfg) -> ModelProvider:
     vocab = LiquidVocab.load(vocab_path(cfg))
     build = builder.build(arch, vocab, builder.options_from_run_config(cfg))
     logger.info("model build: %s", build.describe())
-    sidecar = {"family": arch.family, "size": arch.size, "arch": arch.to_dict()}
+    sidecar = {"family": arch.family, "size": arch.size, "arch": arch.to_dict(),
+               **image_meta.sidecar_entries(cfg.data)}  # grid, VQ, templates, tokenizer: for the export
     if cfg.model.init_from and os.path.exists(os.path.join(cfg.model.init_from, MODEL_SIDECAR)):
         hf_config = read_sidecar(cfg.model.init_from).get("hf_config")  # export writes back what was imported
         if hf_config is not None:

@@ -22,6 +22,7 @@ from transformers import AutoTokenizer
 
 from data_pipeline.vq import load_vq_tokenizer
 from liquid_train.data.config import T2I_INSTRUCTIONS
+from liquid_train.image_meta import sampling_vq
 from liquid_train.inference.grid import save_image_grid
 from liquid_train.inference.sampling import generate_image_tokens
 
@@ -99,7 +100,7 @@ def log_t2i_samples(trainer) -> None:
         model.train()
     if not trainer.is_logging_rank:
         return
-    vq = load_vq_tokenizer(s.vq_tokenizer or vocab.vq_tokenizer, device="cpu")
+    vq = load_vq_tokenizer(sampling_vq(trainer.cfg, vocab)[0], device="cpu")  # checked by preflight
     codes = (codes.cpu() - vocab.image_token_offset).view(-1, side, side).clamp(0, vq.codebook_size - 1)
     pixels = vq.decode(codes).float().clamp(-1, 1)
     images = ((pixels + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()

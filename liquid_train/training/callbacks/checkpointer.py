@@ -1,5 +1,5 @@
-"""The checkpointer: resume from the newest checkpoint that verifies, save every ``checkpoint.save_interval`` steps,
-on preemption and at the end (megatron dist-checkpointing through ``liquid_train.training.checkpoint``).
+"""The checkpointer: resume from the newest checkpoint that verifies, save every ``checkpoint.save_interval`` steps
+and at least every ``checkpoint.save_interval_minutes`` (``save_policy.SavePolicy``), on preemption and at the end (megatron dist-checkpointing through ``liquid_train.training.checkpoint``).
 
 A checkpoint holds the step's module state (model, optimizer, scheduler, RNG: ``TrainModule.sharded_state_dict``),
 the loop's counters (``TrainState``) and three sidecars: ``trainer_state.json`` (counters and layout),
@@ -13,6 +13,7 @@ from typing import Optional
 from liquid_train.models.sidecar import MODEL_SIDECAR
 from liquid_train.training import checkpoint as ckpt
 from liquid_train.training.callbacks.base import Callback
+from liquid_train.training.save_policy import SavePolicy
 from liquid_train.vocab import LiquidVocab
 
 logger = logging.getLogger(__name__)
@@ -24,6 +25,7 @@ class Checkpointer(Callback):
         self.cfg = c
         self.dir = ckpt.checkpoint_dir(cfg.run_dir, c.dir)
         self.manager = ckpt.CheckpointManager(self.dir, c.keep_last, c.async_save)
+        self.policy = SavePolicy(c.save_interval, c.save_interval_minutes)
         self.saved_at: Optional[int] = None
 
     # --- resume -----------------------------------------------------------------------------------------------
@@ -56,11 +58,12 @@ class Checkpointer(Callback):
             sidecars[MODEL_SIDECAR] = module.model_provider.sidecar
         self.manager.save(state.iteration, sd, sidecars)
         self.saved_at = state.iteration
+        self.policy.saved(state.iteration)
 
     def on_step_end(self, trainer, record) -> None:
         self.manager.finalize(blocking=False)  # publish a finished async save
-        interval = self.cfg.save_interval
-        if trainer.stop_reason == "preempted" or (interval and trainer.state.iteration % interval == 0):
+        due = self.policy.due(trainer.state.iteration)  # every rank asks: the time rule is agreed collectively
+        if trainer.stop_reason == "preempted" or due:
             self.save(trainer)
 
     def on_fit_end(self, trainer) -> None:
