@@ -20,6 +20,8 @@ import tempfile
 import time
 
 import torch
+from megatron.core import dist_checkpointing
+from megatron.core.dist_checkpointing.mapping import ShardedTensor
 
 from liquid_train import parallel
 from liquid_train.training import checkpoint as ckpt
@@ -28,8 +30,6 @@ from liquid_train.training import ckpt_manifest
 
 def _state_dict(total_bytes: int, tensor_mib: int = 64):
     """fp32 tensors of ``tensor_mib`` each (a layer's weights or Adam moments), as megatron ShardedTensors."""
-    from megatron.core.dist_checkpointing.mapping import ShardedTensor
-
     n = max(1, total_bytes // (tensor_mib << 20))
     g = torch.Generator().manual_seed(0)
     numel = (tensor_mib << 20) // 4
@@ -40,8 +40,6 @@ def _state_dict(total_bytes: int, tensor_mib: int = 64):
 
 def _empty_like(st):
     """An empty ShardedTensor of the same shape to load into."""
-    from megatron.core.dist_checkpointing.mapping import ShardedTensor
-
     return ShardedTensor.from_rank_offsets(st.key, torch.empty_like(st.data))
 
 
@@ -86,8 +84,6 @@ class _ManifestClock:
 
 
 def measure(size_mib: int, root: str, repeats: int, clock: _ManifestClock):
-    from megatron.core import dist_checkpointing
-
     sd = _state_dict(size_mib << 20)
     keep = repeats + 1  # no pruning inside the timings
     sync = ckpt.CheckpointManager(os.path.join(root, f"sync{size_mib}"), keep_last=keep)

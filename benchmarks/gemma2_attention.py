@@ -19,11 +19,16 @@ import sys
 import time
 
 import torch
+from megatron.core.packed_seq_params import PackedSeqParams
+from megatron.core.transformer import TransformerConfig
+from torch.nn.attention.flex_attention import flex_attention
+
+from liquid_train.models import attention
+from liquid_train.models.attention import FlexCoreAttention, LocalCoreAttention
+from liquid_train.parallel import initialize_parallel
 
 
 def _config(window: int):
-    from megatron.core.transformer import TransformerConfig
-
     cfg = TransformerConfig(num_layers=2, hidden_size=2304, num_attention_heads=8, num_query_groups=4,
                             kv_channels=256, ffn_hidden_size=9216, use_cpu_initialization=True,
                             attention_dropout=0.0, hidden_dropout=0.0)
@@ -39,14 +44,6 @@ def _status_kib(field: str) -> int:
 
 
 def run_variant(variant: str, seq: int, documents: int, window: int) -> dict:
-    from megatron.core.packed_seq_params import PackedSeqParams
-
-    from torch.nn.attention.flex_attention import flex_attention
-
-    from liquid_train.models import attention
-    from liquid_train.models.attention import FlexCoreAttention, LocalCoreAttention
-    from liquid_train.parallel import initialize_parallel
-
     if variant == "flex":  # compiled on every device here (the trainer compiles it on GPUs; eager on CPU is the
         compiled = torch.compile(flex_attention, dynamic=False)  # unblocked reference form)
         attention._flex_kernel = lambda: compiled

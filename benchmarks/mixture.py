@@ -37,9 +37,15 @@ import time
 
 import numpy as np
 import torch
+from megatron.core.datasets.indexed_dataset import _INDEX_HEADER, DType
+from transformers import AutoTokenizer
 
-from liquid_train.data import DataConfig, build_data_loader, build_datasets
-from liquid_train.data.testing import make_tiny_tokenizer, write_indexed
+from liquid_train.data import DataConfig, build_data_loader, build_datasets, reference
+from liquid_train.data.builder import index_plan
+from liquid_train.data.index import build, load
+from liquid_train.data.mixture import exact_blending_indices
+from liquid_train.data.packing import build_pack_index
+from liquid_train.data.testing import make_tiny_tokenizer, tiny_vocab, write_indexed
 from liquid_train.vocab import TASK_TEXT, default_test_vocab
 
 NODE_TOKENS_PER_S = 90_000  # 8xH100 at 7B (docs/benchmarks.md); the target is 10x this
@@ -91,8 +97,6 @@ MIX = {"text": 30, "t2i": 24, "i2t": 6}
 
 def write_synthetic_idx(prefix: str, sequence_lengths: np.ndarray, per_document: int) -> None:
     """A megatron ``.idx`` (int32 tokens) written directly, and a sparse ``.bin`` of the matching size."""
-    from megatron.core.datasets.indexed_dataset import _INDEX_HEADER, DType
-
     n = len(sequence_lengths)
     with open(prefix + ".idx", "wb") as f:
         f.write(_INDEX_HEADER)
@@ -163,25 +167,18 @@ def _rss_mib() -> dict:
 def _phase(args) -> None:
     """One measured step in a fresh process; prints one JSON line."""
     torch.set_num_threads(1)
-    from liquid_train.data import reference
-    from liquid_train.data.builder import index_plan
-    from liquid_train.data.testing import tiny_vocab
 
     with open(args.phase_data) as f:
         data = json.load(f)
-    from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(data["tok"])
     vocab = tiny_vocab(tok, num_image_tokens=8192)
-    import megatron.core.datasets.indexed_dataset  # noqa: F401  (a training rank has megatron imported already)
 
     with open("/proc/self/clear_refs", "w") as f:  # reset VmHWM: the peak below is this step's, not the imports'
         f.write("5")
     before = _rss_mib()
     t0 = time.perf_counter()
     if args.phase == "compile":  # numba compiles (or loads) the kernels once per process
-        from liquid_train.data.mixture import exact_blending_indices
-        from liquid_train.data.packing import build_pack_index
 
         exact_blending_indices([1.0, 2.0], 10)
         build_pack_index(np.array([3, 5, 9]), 8, 2, splittable=np.array([True, False, True]))
@@ -194,8 +191,6 @@ def _phase(args) -> None:
         cfg = scale_config(data, args.phase_cache)
         num = sequences_for(args.phase_samples)
         if args.phase == "build":
-            from liquid_train.data.index import build, load
-
             plan, _ = index_plan(cfg, num, vocab, tok)
             assert load(plan) is None
             build(plan, progress=lambda line: print(line, file=sys.stderr, flush=True))

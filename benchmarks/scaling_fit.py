@@ -16,6 +16,7 @@ import functools
 import time
 
 import numpy as np
+from threadpoolctl import threadpool_info
 
 from liquid_train.planning import scaling_laws as sl
 
@@ -62,7 +63,6 @@ def main():
     print(f"ratio exhaustive/fast: {t_ex / t_fast:.1f}x; objective rel. diff {rel:.1e}, max |d theta| {dtheta:.1e} "
           f"-> {'SAME optimum' if rel <= 1e-9 and dtheta <= 1e-4 else 'DIFFERENT optimum'}")
 
-    from threadpoolctl import threadpool_info
 
     blas = sum(1 for p in threadpool_info() if p.get("user_api") == "blas")
     print(f"fast, BLAS threads not limited to 1 ({blas} BLAS libraries loaded): {t_threads:.3f} s")

@@ -10,7 +10,11 @@ import logging
 import sys
 from typing import List, Optional
 
+from .build import build_pairs, build_text
+from .encode import EncodeConfig, run_encode
 from .errors import DataError
+from .inspect_data import inspect_path
+from .preprocess import PreprocessConfig
 
 
 def _add_encode(sub):
@@ -77,8 +81,6 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def _run(parser, args) -> int:
     if args.command == "encode":
-        from .encode import EncodeConfig, run_encode
-        from .preprocess import PreprocessConfig
         cfg = EncodeConfig(
             inputs=args.inputs, output_dir=args.output_dir, vq_tokenizer=args.vq,
             preprocess=PreprocessConfig(resolution=args.resolution, max_aspect_ratio=args.max_aspect_ratio,
@@ -98,7 +100,6 @@ def _run(parser, args) -> int:
                           "written": s["written"], "rejected": s["rejected"], "complete": s["complete"]}, indent=1))
         return 0 if s["balanced"] else 1
     if args.command == "build":
-        from .build import build_pairs, build_text
         if args.kind == "pairs":
             if len(args.inputs) != 1:
                 parser.error("build pairs takes exactly one shard directory")
@@ -110,7 +111,6 @@ def _run(parser, args) -> int:
         print(json.dumps(meta, indent=1))
         return 0
     if args.command == "inspect":
-        from .inspect_data import inspect_path
         print(json.dumps(inspect_path(args.path, args.num_samples, args.out, args.vq, args.device), indent=1))
         return 0
     return 2

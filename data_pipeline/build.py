@@ -7,23 +7,28 @@ Both int32, no bos/eos (templates add them). Written under temporary names and r
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
 from tqdm import tqdm
+from transformers import AutoTokenizer
 
 from liquid_train.atomic import AtomicFile, atomic_write_json
+
 from .errors import DataError
 from .settings import SETTINGS_FILE, settings_path
 from .shards import finished_shards, iter_shard, read_sidecar
 from .text_sources import TEXT_SUFFIXES, iter_text_documents
+from .vq.checkpoint import read_yaml_config
+from .vq.registry import REGISTRY, VQGANConfig
 
 
 def load_hf_tokenizer(path: str):
     """A local Hugging Face tokenizer directory (no network: the base model's tokenizer files)."""
-    from transformers import AutoTokenizer
     if not os.path.isdir(path):
         raise DataError(f"-t {path}: tokenizer directory not found (pass the base model's local HF directory)")
     return AutoTokenizer.from_pretrained(path, local_files_only=True)
@@ -37,7 +42,6 @@ class _AtomicIndexedWriter:
     """IndexedDatasetBuilder on temp files, renamed onto ``<prefix>.bin/.idx`` by :meth:`finalize`."""
 
     def __init__(self, prefix: str):
-        from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
         self.bin, self.idx = AtomicFile(prefix + ".bin"), AtomicFile(prefix + ".idx")
         self.builder = IndexedDatasetBuilder(self.bin.tmp, dtype=np.int32)
 
@@ -153,12 +157,10 @@ def _encode_record(shards_dir: str) -> Dict:
 
 
 def _codebook_size(vq_name: str) -> Optional[int]:
-    from .vq.registry import REGISTRY, VQGANConfig
     if vq_name in REGISTRY and REGISTRY[vq_name].arch == "taming-vqgan":
         return VQGANConfig(**REGISTRY[vq_name].params).n_embed
     yaml = os.path.join(vq_name, "vqgan.yaml")
     if os.path.isfile(yaml):
-        from .vq.checkpoint import read_yaml_config
         return read_yaml_config(yaml)[0].n_embed
     return None
 
@@ -204,7 +206,6 @@ def build_text(inputs: Sequence[str], tokenizer_path: str, output_prefix: str, t
 
 
 def _expand(inputs: Sequence[str]) -> List[str]:
-    import glob
     files = []
     for spec in inputs:
         if os.path.isdir(spec):  # (never our own <prefix>.meta.json files)

@@ -26,14 +26,16 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
 from liquid_train.atomic import atomic_write_json
+
 from .distributed import RankInfo, detect_rank
 from .errors import DataError
 from .preprocess import PreprocessConfig, Rejected, clean_caption, decode_image, preprocess_image
 from .readers import WorkUnit, expand_inputs, iter_unit, plan_units
-from .settings import (SETTINGS_FILE, check_output_dir, encode_settings, first_difference,
-                       forced_output_dir, mismatch_error, read_settings, record_settings, settings_hash)
+from .settings import (SETTINGS_FILE, check_output_dir, encode_settings, first_difference, forced_output_dir,
+                       mismatch_error, read_settings, record_settings, settings_hash)
 from .shards import ShardWriter, finished_shards, is_done, read_sidecar, shard_path
 from .threads import WorkerThreads, default_threads, set_threads
+from .vq import load_vq_tokenizer
 
 log = logging.getLogger(__name__)
 MAX_ERRORS_KEPT = 20
@@ -208,8 +210,6 @@ def _choose_output(cfg: EncodeConfig, wanted: Dict, load_tokenizer) -> tuple:
 def run_encode(cfg: EncodeConfig, tokenizer=None) -> Dict:
     """Encode this rank's unfinished units; returns this rank's run stats and the summary of the output on disk
     (``result["output_dir"]`` is where it went: ``cfg.output_dir``, or the new directory ``--force`` chose)."""
-    from .vq import load_vq_tokenizer
-
     try:
         ranks: RankInfo = detect_rank(rank=cfg.rank, world_size=cfg.world_size)
     except ValueError as e:

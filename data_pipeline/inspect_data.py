@@ -7,11 +7,18 @@ import os
 import textwrap
 from typing import Dict, List, Optional, Tuple
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
+import torch
+from megatron.core.datasets.indexed_dataset import IndexedDataset
 
 from liquid_train.atomic import atomic_path
+
+from .build import load_hf_tokenizer
 from .errors import DataError
 from .shards import finished_shards, iter_shard, read_sidecar
+from .vq import load_vq_tokenizer
 
 
 def shard_stats(shards_dir: str, max_code_samples: int = 2000) -> Dict:
@@ -43,7 +50,6 @@ def shard_stats(shards_dir: str, max_code_samples: int = 2000) -> Dict:
 
 
 def dataset_stats(prefix: str) -> Dict:
-    from megatron.core.datasets.indexed_dataset import IndexedDataset
     meta_path = prefix + ".meta.json"
     meta = json.load(open(meta_path)) if os.path.exists(meta_path) else {}
     ds = IndexedDataset(prefix)
@@ -64,8 +70,6 @@ def _shard_samples(shards_dir: str, n: int) -> List[Tuple[np.ndarray, str]]:
 
 
 def _dataset_samples(prefix: str, n: int) -> Tuple[List[Tuple[np.ndarray, str]], Dict]:
-    from megatron.core.datasets.indexed_dataset import IndexedDataset
-    from .build import load_hf_tokenizer
     meta = json.load(open(prefix + ".meta.json"))
     if meta.get("kind") != "pairs":
         raise DataError(f"{prefix}: only 'pairs' datasets hold images (kind={meta.get('kind')!r}); pass -n 0")
@@ -83,9 +87,7 @@ def _dataset_samples(prefix: str, n: int) -> Tuple[List[Tuple[np.ndarray, str]],
 
 def render_grid(images: np.ndarray, captions: List[str], out_png: str, cols: int = 4) -> str:
     """images: float [N,3,H,W] in [-1,1]."""
-    import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     n = len(captions)
     cols = min(cols, n)
     rows = (n + cols - 1) // cols
@@ -116,8 +118,6 @@ def inspect_path(path: str, num_samples: int = 0, out_png: Optional[str] = None,
     else:
         raise DataError(f"{path}: neither a shard directory nor an indexed dataset prefix (<prefix>.idx)")
     if samples:
-        import torch
-        from .vq import load_vq_tokenizer
         tok = load_vq_tokenizer(vq_name, device=device)
         codes = torch.from_numpy(np.stack([c for c, _ in samples]))
         images = tok.decode(codes).cpu().numpy()

@@ -16,6 +16,8 @@ import tarfile
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Sequence
 
+import pyarrow.parquet as pq
+
 from .errors import DataError
 from .preprocess import CORRUPT_RECORD, EMPTY_FILE, MISSING_IMAGE, TRUNCATED_TAR
 
@@ -81,7 +83,6 @@ def _count_jsonl_rows(path: str) -> int:
 
 
 def _count_parquet_rows(path: str) -> int:
-    import pyarrow.parquet as pq
     try:
         return pq.ParquetFile(path).metadata.num_rows
     except Exception as e:
@@ -216,7 +217,6 @@ def iter_jsonl(unit: WorkUnit) -> Iterator[RawRecord]:
 
 
 def iter_parquet(unit: WorkUnit) -> Iterator[RawRecord]:
-    import pyarrow.parquet as pq
     base_dir = unit.image_root or os.path.dirname(unit.path)
     table = pq.ParquetFile(unit.path)
     cols = [c for c in ("image_path", "text") if c in table.schema_arrow.names]

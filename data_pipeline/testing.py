@@ -8,7 +8,11 @@ import tarfile
 from typing import Dict, Iterable, List, Sequence
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 from PIL import Image
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
 
 
 def image_bytes(width: int, height: int, seed: int, fmt: str = "PNG") -> bytes:
@@ -48,8 +52,6 @@ def write_jsonl_table(path: str, rows: Iterable[Dict]) -> str:
 
 
 def write_parquet_table(path: str, rows: List[Dict]) -> str:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
     pq.write_table(pa.Table.from_pylist(rows), path)
     return path
 
@@ -59,8 +61,6 @@ def make_word_tokenizer(out_dir: str, words: Iterable[str]) -> str:
 
     Word-level keeps read-back checks exact: token ids map one-to-one to words.
     """
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
     vocab = {"[UNK]": 0, "[BOS]": 1, "[EOS]": 2, "[PAD]": 3}
     for w in words:
         vocab.setdefault(w, len(vocab))

@@ -21,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, Optional
 
+import torch
+
 GiB = 1024 ** 3
 
 GPU_SPECS: Dict[str, Dict[str, float]] = {
@@ -50,7 +52,6 @@ def device_peak_tflops(precision: str, configured: Optional[float] = None) -> Op
     """Configured TFLOP/s, else the dense peak of this machine's GPU; None on CPU or an unknown GPU (MFU null)."""
     if configured:
         return float(configured)
-    import torch
 
     if not torch.cuda.is_available():
         return None

@@ -22,6 +22,7 @@ from __future__ import annotations
 import threading
 
 import torch
+from megatron.core.tensor_parallel import random as mrandom
 from torch.overrides import TorchFunctionMode
 
 _ENABLED = False
@@ -74,8 +75,6 @@ def _cpu_set_rng_state(new_state, device=-1, graph_safe=False):
 
 
 def _patch_rng_tracker() -> None:
-    from megatron.core.tensor_parallel import random as mrandom
-
     mrandom._get_cuda_rng_state = _cpu_get_rng_state
     mrandom._set_cuda_rng_state = _cpu_set_rng_state
 

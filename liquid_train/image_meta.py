@@ -15,6 +15,8 @@ import json
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
+from liquid_train.data.config import I2T_PROMPT, T2I_INSTRUCTIONS
+
 EXPORT_FILE = "liquid_image_tokens.json"
 SIDECAR_KEY = "image"
 TOKENIZER_KEY = "tokenizer_source"
@@ -46,8 +48,6 @@ def _field(data_cfg, name: str, default=None):
 def from_data_config(data_cfg) -> Dict[str, Any]:
     """The image record of a run: grid / codebook / VQ / resolution from its pairs dataset, templates from its data
     config. Fields the data do not record are None (e.g. a text-only run has no grid)."""
-    from liquid_train.data.config import I2T_PROMPT, T2I_INSTRUCTIONS
-
     meta = read_pairs_meta(_field(data_cfg, "pairs_path"))
     instructions = _field(data_cfg, "t2i_instructions") or T2I_INSTRUCTIONS
     return {

@@ -14,6 +14,7 @@ from typing import Optional
 import numpy as np
 import torch
 import torch.distributed as dist
+from megatron.core import parallel_state, tensor_parallel
 
 from liquid_train.cpu_compat import enable_cpu_compat
 
@@ -29,7 +30,6 @@ def initialize_parallel(tp: int = 1, pp: int = 1, vpp: Optional[int] = None, see
     the quickstart's stages) never inherit a port this process already holds.
     """
     global _CREATED_PROCESS_GROUP
-    from megatron.core import parallel_state, tensor_parallel
 
     use_cuda = torch.cuda.is_available()
     if not use_cuda:
@@ -63,8 +63,6 @@ def initialize_parallel(tp: int = 1, pp: int = 1, vpp: Optional[int] = None, see
 
 def set_seed(seed: int) -> None:
     """Megatron's convention: a different seed per pipeline stage, model-parallel RNG tracker per TP rank."""
-    from megatron.core import parallel_state, tensor_parallel
-
     stage_seed = seed + 100 * parallel_state.get_pipeline_model_parallel_rank()
     random.seed(stage_seed)
     np.random.seed(stage_seed)
@@ -75,7 +73,6 @@ def set_seed(seed: int) -> None:
 def destroy_parallel() -> None:
     """Tear down megatron parallel state and the process group (safe to call twice)."""
     global _CREATED_PROCESS_GROUP
-    from megatron.core import parallel_state
 
     if parallel_state.model_parallel_is_initialized():
         parallel_state.destroy_model_parallel()

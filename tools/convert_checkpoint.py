@@ -22,15 +22,17 @@ See docs/models.md.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+from liquid_train.models.builder import check_divisibility
+from liquid_train.models.hf_conversion import ConversionError, hf_to_megatron, image_rows, import_arch, megatron_to_hf
+from liquid_train.parallel import destroy_parallel, initialize_parallel
+from liquid_train.training.checkpoint import CheckpointError, read_latest, verify_checkpoint
 
 
 def resolve_checkpoint(path: str) -> str:
     """A run dir or trainer ``checkpoints/`` dir -> the checkpoint its ``latest`` names; anything else unchanged."""
-    import os
-
-    from liquid_train.training.checkpoint import read_latest
-
     for ckpt_dir in (path, os.path.join(path, "checkpoints")):
         latest = read_latest(ckpt_dir) if os.path.isdir(ckpt_dir) else None
         if latest:
@@ -40,8 +42,6 @@ def resolve_checkpoint(path: str) -> str:
 
 def _note(message: str) -> None:
     """One line for the person converting (only rank 0 speaks under torchrun)."""
-    import os
-
     if os.environ.get("RANK", "0") == "0":
         print(f"note: {message}", flush=True)
 
@@ -72,15 +72,9 @@ def main(argv=None) -> int:
                    help="dtype of the written shards (default: the imported config.json's)")
     args = parser.parse_args(argv)
 
-    from liquid_train.models.hf_conversion import (ConversionError, hf_to_megatron, image_rows, import_arch,
-                                                   megatron_to_hf)
-    from liquid_train.parallel import destroy_parallel, initialize_parallel
-    from liquid_train.training.checkpoint import CheckpointError, verify_checkpoint
 
     try:
         if args.cmd == "hf-to-megatron":
-            from liquid_train.models.builder import check_divisibility
-
             arch = import_arch(args.hf_dir, args.family, args.size)  # refusals before any process group
             check_divisibility(arch, args.tp, args.pp)
             vq_tokenizer, num_image_tokens = image_rows(args.vq_tokenizer, args.num_image_tokens)

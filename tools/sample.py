@@ -18,6 +18,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+import torch
+
+from data_pipeline.vq import VQCheckpointError
+from liquid_train.inference.commands import COMMANDS
+from liquid_train.inference.liquid_hf import LiquidModelError
+
 
 def _sampling_args(p: argparse.ArgumentParser, temperature: float) -> None:
     p.add_argument("--temperature", type=float, default=temperature, help="0 = greedy")
@@ -27,8 +33,6 @@ def _sampling_args(p: argparse.ArgumentParser, temperature: float) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    import torch
-
     p.add_argument("--model", required=True, help="exported HF directory (megatron-to-hf --out)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"])
@@ -71,9 +75,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from data_pipeline.vq import VQCheckpointError
-    from liquid_train.inference.commands import COMMANDS
-    from liquid_train.inference.liquid_hf import LiquidModelError
 
     try:
         return COMMANDS[args.cmd](args)

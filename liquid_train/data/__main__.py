@@ -17,12 +17,14 @@ from typing import List, Optional
 
 from omegaconf import OmegaConf
 
+from liquid_train.data import DataConfig, builder
+from liquid_train.data import index as index_module
+from liquid_train.data import load_data_config
+from liquid_train.training.config import ConfigError, load_config
+from liquid_train.vocab import LiquidVocab, default_test_vocab
+
 
 def _run_config(path: str, overrides: List[str], sequences: Optional[int]):
-    from liquid_train.data import DataConfig
-    from liquid_train.training.config import load_config
-    from liquid_train.vocab import LiquidVocab, default_test_vocab
-
     cfg = load_config(path, overrides)
     data = OmegaConf.to_object(cfg.data)
     if not isinstance(data, DataConfig):
@@ -37,8 +39,6 @@ def _run_config(path: str, overrides: List[str], sequences: Optional[int]):
 
 
 def _data_config(path: str, overrides: List[str], sequences: Optional[int]):
-    from liquid_train.data import load_data_config
-
     if not sequences:
         raise ValueError(f"{path}: a data config does not say how many packed sequences to build; give --sequences")
     return load_data_config(path, overrides), sequences, None
@@ -54,9 +54,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     index.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. data.cache_dir=/shared/cache")
     args = parser.parse_args(argv)
 
-    from liquid_train.data import builder
-    from liquid_train.data import index as index_module
-    from liquid_train.training.config import ConfigError
 
     try:
         raw = OmegaConf.load(args.config) if args.config.endswith((".yaml", ".yml")) else None

@@ -18,6 +18,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from transformers import AutoTokenizer
 
 from liquid_train.data import index as index_module
 from liquid_train.data.config import DataConfig
@@ -107,8 +108,6 @@ class PackedMixtureDataset(PackedDataset):
 
 
 def _load_tokenizer(cfg: DataConfig):
-    from transformers import AutoTokenizer
-
     if cfg.tokenizer is None:
         raise ValueError("DataConfig.tokenizer is not set: give the HF tokenizer that built the indexed datasets")
     try:

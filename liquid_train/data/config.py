@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from liquid_train.vocab import TASK_NAMES
 
@@ -169,8 +169,6 @@ def load_data_config(path: str, overrides: Optional[List[str]] = None) -> DataCo
     """Load a ``configs/data/*.yaml`` file (optionally with ``key=value`` dotlist overrides) into a `DataConfig`.
 
     A YAML may nest the fields under a top-level ``data:`` key (so a full training config also loads)."""
-    from omegaconf import OmegaConf
-
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: data config not found (see configs/data/ for examples)")
     raw = OmegaConf.load(path)

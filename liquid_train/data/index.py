@@ -34,6 +34,7 @@ import time
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
+import torch.distributed as dist
 
 from liquid_train.atomic import atomic_write_text
 from liquid_train.data.config import DataConfig
@@ -55,8 +56,6 @@ Progress = Callable[[str], None]
 
 
 def _rank_and_world() -> Tuple[int, int]:
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
@@ -479,8 +478,6 @@ def ensure(plan: IndexPlan, progress: Optional[Progress] = None) -> Tuple[IndexR
         except BaseException as exc:  # reach the barrier anyway, so the other ranks fail instead of hanging
             error = exc
     if world > 1:
-        import torch.distributed as dist
-
         dist.barrier()
     if error is not None:
         raise error

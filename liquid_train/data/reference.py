@@ -6,11 +6,17 @@
 """
 from __future__ import annotations
 
+import logging
+import math
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
+from megatron.core.datasets.blended_dataset import BlendedDataset
+from megatron.core.datasets.blended_megatron_dataset_config import BlendedMegatronDatasetConfig
 
 from liquid_train.data.packing import PackIndex
+from liquid_train.data.sources import open_sources
+from liquid_train.vocab import TASK_NAMES
 
 
 def exact_blending_indices(weights: Sequence[float], size: int):
@@ -112,15 +118,6 @@ def build_train_index(cfg, num_train_sequences: int, vocab, tokenizer):
     memory, the pure-Python packer, the stream grown by 1.25x until it packs into enough sequences.
 
     Returns ``(dataset_index, dataset_sample_index, footprints, PackIndex)``; every rank used to run this."""
-    import logging
-    import math
-
-    from megatron.core.datasets.blended_dataset import BlendedDataset
-    from megatron.core.datasets.blended_megatron_dataset_config import BlendedMegatronDatasetConfig
-
-    from liquid_train.data.sources import open_sources
-    from liquid_train.vocab import TASK_NAMES
-
     class ExactBlendedDataset(BlendedDataset):
         def _build_indices(self):
             return exact_blending_indices(self.weights, self.size)

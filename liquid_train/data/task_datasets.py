@@ -29,18 +29,18 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
+from megatron.core.datasets.indexed_dataset import IndexedDataset
+from megatron.core.datasets.utils import Split
 
 from liquid_train.data import kernels
-from liquid_train.data.templates import PURPOSE_CFG_DROP, PURPOSE_INSTRUCTION, LiquidTemplates, Positions, Sample, \
-    _splitmix64
+from liquid_train.data.templates import (PURPOSE_CFG_DROP, PURPOSE_INSTRUCTION, LiquidTemplates, Positions, Sample,
+                                         _splitmix64)
 from liquid_train.vocab import TASK_NAMES, TASK_T2I, TASK_TEXT
 
 
 def open_indexed_dataset(prefix: str, kind: str, check: bool = True):
     """Open ``<prefix>.bin/.idx`` with megatron's reader; one clear error when missing or (``check``) of the wrong
     layout. The reader maps the files and reads nothing; the check reads the document table once."""
-    from megatron.core.datasets.indexed_dataset import IndexedDataset
-
     if not (os.path.exists(prefix + ".idx") and os.path.exists(prefix + ".bin")):
         raise FileNotFoundError(
             f"{prefix}.bin/.idx: {kind} indexed dataset not found; build it with `python -m data_pipeline build` "
@@ -199,8 +199,6 @@ class LiquidTaskDataset(torch.utils.data.Dataset):
     def __init__(self, task: int, indexed, prefix: str, templates: LiquidTemplates, doc_range: Tuple[int, int],
                  num_samples: int, split: str = "train", shuffle: bool = True, text_chunk_length: int = None,
                  text_sample: str = "window", tables=None, name: str = None):
-        from megatron.core.datasets.utils import Split
-
         self.task = task
         self.indexed = indexed
         self.templates = templates

@@ -29,6 +29,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from liquid_train.data.config import I2T_PROMPT, T2I_INSTRUCTIONS
 from liquid_train.vocab import TASK_I2T, TASK_T2I, TASK_TEXT, LiquidVocab
 
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -103,8 +104,6 @@ class LiquidTemplates:
 
     def __init__(self, vocab: LiquidVocab, tokenizer, seq_length: int, seed: int, cfg_drop_prob: float = 0.1,
                  t2i_instructions: Optional[Sequence[str]] = None, i2t_prompt: Optional[str] = None):
-        from liquid_train.data.config import I2T_PROMPT, T2I_INSTRUCTIONS
-
         self.vocab = vocab
         self.seq_length = int(seq_length)
         self.seed = int(seed)

@@ -8,6 +8,10 @@ import re
 from typing import Optional, Tuple
 
 import numpy as np
+import torch
+from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
 
 from liquid_train.data.config import I2T_PROMPT, T2I_INSTRUCTIONS
 from liquid_train.vocab import LiquidVocab, default_test_vocab
@@ -15,9 +19,6 @@ from liquid_train.vocab import LiquidVocab, default_test_vocab
 
 def make_tiny_tokenizer(directory: str, extra_words: int = 64):
     """Word-level `PreTrainedTokenizerFast` (pad 0, bos 1, eos 2, unk 3) covering the template strings; saved."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
     words = ["<pad>", "<s>", "</s>", "<unk>"]
     for text in T2I_INSTRUCTIONS + [I2T_PROMPT]:
         for w in re.findall(r"\w+|[^\w\s]", text):
@@ -40,9 +41,6 @@ def tiny_vocab(tokenizer, num_image_tokens: int = 64) -> LiquidVocab:
 
 def write_indexed(prefix: str, documents, kind: str, meta: Optional[dict] = None) -> str:
     """Write documents (lists of int sequences) as a megatron IndexedDataset + ``<prefix>.meta.json``."""
-    import torch
-    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
-
     os.makedirs(os.path.dirname(prefix) or ".", exist_ok=True)
     builder = IndexedDatasetBuilder(prefix + ".bin", dtype=np.int32)
     num_tokens = 0

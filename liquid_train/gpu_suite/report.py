@@ -10,6 +10,7 @@ import sys
 from importlib import metadata
 from typing import Dict, List, Optional
 
+import megatron.core
 import torch
 
 from liquid_train.atomic import atomic_write_text
@@ -35,8 +36,6 @@ def transformer_engine_version() -> str:
 
 
 def environment() -> Dict:
-    import megatron.core
-
     env = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
            "megatron_core": getattr(megatron.core, "__version__", None) or _version("megatron-core"),
            "transformer_engine": transformer_engine_version(), "triton": _version("triton"),

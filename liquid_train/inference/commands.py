@@ -13,8 +13,19 @@ import json
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
+import numpy as np
+import torch
+from PIL import Image
+
+from data_pipeline.vq import load_vq_tokenizer
 from liquid_train.atomic import atomic_path, atomic_write_text
+from liquid_train.data.config import I2T_PROMPT, T2I_INSTRUCTIONS
 from liquid_train.image_meta import EXPORT_FILE, grid_text, read_export_record
+from liquid_train.inference.grid import save_image_grid
+from liquid_train.inference.liquid_hf import load_liquid_hf
+from liquid_train.inference.sampling import SamplingConfig
+from liquid_train.inference.tasks import (decode_codes, encode_images, generate_text, i2t_prompt_ids, image_to_text,
+                                          t2i_prompt_ids, text_to_image)
 
 
 @dataclass
@@ -35,20 +46,12 @@ class ImageSettings:
 
 
 def load_model(path: str, device: str, dtype_name: Optional[str]):
-    import torch
-
-    from liquid_train.inference.liquid_hf import load_liquid_hf
-
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, None: None}[dtype_name]
     return load_liquid_hf(path, device=device, dtype=dtype)
 
 
 def image_settings(lm, vq_arg: Optional[str], resolution: Optional[int], device: str) -> ImageSettings:
     """Grid, resolution, VQ and templates for sampling ``lm``: the export's, or ``--vq`` / ``--resolution``."""
-    from data_pipeline.vq import load_vq_tokenizer
-
-    from liquid_train.data.config import I2T_PROMPT, T2I_INSTRUCTIONS
-
     record = read_export_record(lm.path)
     name = vq_arg or record.get("vq_tokenizer") or lm.vocab.vq_tokenizer
     flag = f"--vq {vq_arg}" if vq_arg else f"VQ {name} (recorded in {EXPORT_FILE})"
@@ -92,11 +95,6 @@ def _resolution_fix(image: ImageSettings) -> str:
 
 
 def t2i(args) -> int:
-    import numpy as np
-
-    from liquid_train.inference.grid import save_image_grid
-    from liquid_train.inference.tasks import decode_codes, t2i_prompt_ids, text_to_image
-
     prompts: List[str] = list(args.prompt)
     if args.prompts_file:
         with open(args.prompts_file) as f:
@@ -121,10 +119,6 @@ def t2i(args) -> int:
 
 
 def i2t(args) -> int:
-    from PIL import Image
-
-    from liquid_train.inference.tasks import encode_images, i2t_prompt_ids, image_to_text
-
     images = []
     for path in args.image:
         try:
@@ -151,8 +145,6 @@ def i2t(args) -> int:
 
 
 def text(args) -> int:
-    from liquid_train.inference.tasks import generate_text
-
     lm = load_model(args.model, args.device, args.dtype)
     for prompt, out in zip(args.prompt, generate_text(lm, args.prompt, args.max_new_tokens, _sampling(args))):
         print(json.dumps({"prompt": prompt, "continuation": out}))
@@ -160,8 +152,6 @@ def text(args) -> int:
 
 
 def _sampling(args):
-    from liquid_train.inference.sampling import SamplingConfig
-
     return SamplingConfig(cfg_scale=getattr(args, "cfg_scale", 1.0), temperature=args.temperature,
                           top_k=args.top_k, top_p=args.top_p, seed=args.seed)
 

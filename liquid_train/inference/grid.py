@@ -6,16 +6,15 @@ import textwrap
 from typing import Optional, Sequence
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 from liquid_train.atomic import atomic_path
 
 
 def image_grid(images: np.ndarray, captions: Optional[Sequence[str]] = None, cols: Optional[int] = None,
-               min_tile: int = 128, caption_lines: int = 3) -> "PIL.Image.Image":  # noqa: F821
+               min_tile: int = 128, caption_lines: int = 3) -> Image.Image:
     """uint8 images [n, H, W, 3] -> one PIL image, ``cols`` per row, each tile upscaled (nearest) to >= ``min_tile``
     px so tiny VQ grids stay readable, with its caption wrapped underneath."""
-    from PIL import Image, ImageDraw, ImageFont
-
     images = np.asarray(images)
     n, h, w = images.shape[:3]
     cols = cols or min(n, 8)

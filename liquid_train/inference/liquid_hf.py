@@ -13,6 +13,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from liquid_train.vocab import LiquidVocab
 
@@ -53,8 +54,6 @@ class LiquidHF:
 
 def load_liquid_hf(path: str, device: str = "cpu", dtype: Optional[torch.dtype] = None) -> LiquidHF:
     """Load an exported directory; clear errors for what a sampler cannot do without."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     if not os.path.isdir(path):
         raise LiquidModelError(f"{path}: not a directory; pass the output of "
                                "`tools/convert_checkpoint.py megatron-to-hf --out DIR`")

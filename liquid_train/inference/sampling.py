@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
 import torch
+from tqdm import tqdm
 
 
 @dataclass
@@ -100,8 +101,6 @@ def generate_image_tokens(model, cond: List[List[int]], uncond: List[int], num_t
                           image_end: int, pad_id: int, cfg: SamplingConfig, use_cache: bool = True,
                           return_logits: bool = False, progress: bool = False):
     """Draw ``num_tokens`` image ids for each prompt in ``cond`` (each ends with <boi>) with CFG against ``uncond``."""
-    from tqdm import tqdm
-
     b = len(cond)
     decoder = CachedDecoder(model, list(cond) + [list(uncond)] * b, pad_id, use_cache)
     gen = torch.Generator().manual_seed(cfg.seed)

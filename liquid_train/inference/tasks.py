@@ -11,11 +11,14 @@ sees a sequence it never trained on. So:
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
+from data_pipeline.preprocess import PreprocessConfig, preprocess_image
 from liquid_train.data.config import I2T_PROMPT, T2I_INSTRUCTIONS
 from liquid_train.inference.liquid_hf import LiquidHF
 from liquid_train.inference.sampling import SamplingConfig, generate_image_tokens, generate_text_tokens
@@ -52,10 +55,6 @@ def _batches(n: int, size: int):
 def text_to_image(lm: LiquidHF, captions: Sequence[str], num_tokens: int, cfg: SamplingConfig,
                   batch_size: int = 8, instruction: str = T2I_INSTRUCTIONS[0], progress: bool = True) -> np.ndarray:
     """Image codes [n, num_tokens] (raster order) for each caption; batch ``i`` draws with seed ``cfg.seed + i``."""
-    from dataclasses import replace
-
-    from tqdm import tqdm
-
     v = lm.vocab
     out = []
     starts = list(_batches(len(captions), batch_size))
@@ -113,8 +112,6 @@ def decode_codes(vq, codes: np.ndarray, grid: Optional[Sequence[int]] = None) ->
 def encode_images(vq, images, resolution: int, pad_to_square: bool = False) -> np.ndarray:
     """PIL images -> code grids [n, (resolution/f)^2] with the data pipeline's resize + centre crop (or padding to
     a square, as ``encode --pad-to-square``)."""
-    from data_pipeline.preprocess import PreprocessConfig, preprocess_image
-
     pcfg = PreprocessConfig(resolution=resolution, max_aspect_ratio=0, min_side=1, pad_to_square=pad_to_square)
     arrays = np.stack([preprocess_image(im, pcfg)[0] for im in images])
     codes = vq.encode_uint8(torch.from_numpy(arrays))

@@ -24,13 +24,20 @@ from dataclasses import replace
 from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import torch
+import torch.distributed as dist
+from megatron.core import dist_checkpointing, parallel_state
+from safetensors import safe_open
+from safetensors.torch import save_file
+from tqdm import tqdm
+from transformers import AutoTokenizer
 
+from data_pipeline.vq import VQCheckpointError, vq_codebook_size
 from liquid_train import image_meta
 from liquid_train.atomic import atomic_path, atomic_write_json
-from liquid_train.models.families import (FAMILY_ALIASES, ModelArch, get_model_arch,
-                                          registry_size_of)
-from liquid_train.models.hf_config import (FAMILY_OF_MODEL_TYPE, HF_KEY_OF_FIELD, HFConfigError,
-                                           arch_fields_from_hf, read_config_json, special_ids_in_config)
+from liquid_train.models.builder import VocabRows, build_gpt_model, check_divisibility
+from liquid_train.models.families import FAMILY_ALIASES, ModelArch, get_model_arch, registry_size_of
+from liquid_train.models.hf_config import (FAMILY_OF_MODEL_TYPE, HF_KEY_OF_FIELD, HFConfigError, arch_fields_from_hf,
+                                           read_config_json, special_ids_in_config)
 from liquid_train.models.sidecar import MODEL_SIDECAR, SidecarError, read_sidecar, sidecar_arch
 from liquid_train.models.vocab_extension import extend_embedding, extend_tokenizer, plan_vocab
 from liquid_train.vocab import SPECIAL_KINDS, LiquidVocab, resolve_special_ids
@@ -131,8 +138,6 @@ class SafetensorsReader:
     """Lazy access to HF weights (single file or sharded with an index); checks completeness up front."""
 
     def __init__(self, hf_dir: str):
-        from safetensors import safe_open
-
         self.hf_dir = hf_dir
         index = os.path.join(hf_dir, "model.safetensors.index.json")
         single = os.path.join(hf_dir, "model.safetensors")
@@ -269,8 +274,6 @@ def hf_layer_tensors(mtensors: Dict[str, torch.Tensor], arch: ModelArch, layer: 
 
 def _tp_slice(full: torch.Tensor, param: torch.Tensor, suffix: str) -> torch.Tensor:
     """This TP rank's slice of a full tensor, following the parameter's partition attributes."""
-    from megatron.core import parallel_state
-
     if not getattr(param, "tensor_model_parallel", False):
         return full
     tp = parallel_state.get_tensor_model_parallel_world_size()
@@ -333,9 +336,6 @@ def save_model_checkpoint(model, ckpt_dir: str, vocab: LiquidVocab, arch: ModelA
                           tokenizer=None) -> None:
     """Megatron dist checkpoint (contract 4): ``{"model": sharded_state_dict}`` + vocab/model sidecars (+ the
     tokenizer in ``tokenizer/``); atomic."""
-    import torch.distributed as dist
-    from megatron.core import dist_checkpointing
-
     rank = dist.get_rank() if dist.is_initialized() else 0
     tmp = ckpt_dir.rstrip("/") + ".tmp"
     if rank == 0:
@@ -379,8 +379,6 @@ def read_model_sidecar(ckpt_dir: str) -> Tuple[ModelArch, LiquidVocab]:
 
 def load_model_checkpoint(model, ckpt_dir: str) -> None:
     """Load the ``"model"`` key of a dist checkpoint (model or trainer checkpoint) into a GPTModel stage."""
-    from megatron.core import dist_checkpointing
-
     if not os.path.isdir(ckpt_dir) or not os.path.exists(os.path.join(ckpt_dir, "metadata.json")):
         raise ConversionError(f"{ckpt_dir}: not a megatron dist checkpoint (no metadata.json)")
     state = dist_checkpointing.load({"model": model.sharded_state_dict()}, ckpt_dir)
@@ -405,8 +403,6 @@ def image_rows(vq_tokenizer: Optional[str], num_image_tokens: Optional[int]) -> 
     """(VQ name recorded in the vocabulary, image rows): the rows default to the VQ's codebook size; a count that
     disagrees with a VQ named explicitly is refused. A VQ directory is recorded by its absolute path, so the
     checkpoint names it from anywhere."""
-    from data_pipeline.vq import VQCheckpointError, vq_codebook_size
-
     name = vq_tokenizer or DEFAULT_VQ
     if os.path.exists(os.path.expanduser(name)):
         name = os.path.abspath(os.path.expanduser(name))
@@ -437,10 +433,6 @@ def hf_to_megatron(hf_dir: str, out_dir: str, family: Optional[str] = None, size
     tokenizer from ``tokenizer_dir`` or ``hf_dir``. ``notify`` receives one-line notes for the person converting
     (no tokenizer, a pad id chosen); default: the module logger.
     """
-    import torch.distributed as dist
-
-    from liquid_train.models.builder import build_gpt_model, check_divisibility
-
     notify = notify or logger.warning
     cfg_path = os.path.join(hf_dir, "config.json")
     cfg = read_hf_config(hf_dir)
@@ -476,8 +468,6 @@ def hf_to_megatron(hf_dir: str, out_dir: str, family: Optional[str] = None, size
 
 
 def _load_tokenizer(path: str):
-    from transformers import AutoTokenizer
-
     try:
         return AutoTokenizer.from_pretrained(path)
     except Exception as exc:  # corrupt or incomplete tokenizer files
@@ -549,8 +539,6 @@ def recorded_dtype(cfg: Optional[dict]) -> Optional[torch.dtype]:
 
 
 def _atomic_save_safetensors(tensors: Dict[str, torch.Tensor], path: str) -> None:
-    from safetensors.torch import save_file
-
     with atomic_path(path) as tmp:
         save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata={"format": "pt"})
 
@@ -563,8 +551,6 @@ def export_model_to_hf(model, arch: ModelArch, vocab: LiquidVocab, out_dir: str,
     ``hf_config``: the config.json to write (:func:`exported_hf_config` of the imported one); without it a config is
     generated from ``arch``. ``image``: the checkpoint's image record (:mod:`liquid_train.image_meta`), written with
     the image ids to ``liquid_image_tokens.json``."""
-    from tqdm import tqdm
-
     os.makedirs(out_dir, exist_ok=True)
     real = vocab.vocab_size
     params = dict(model.named_parameters())
@@ -614,8 +600,6 @@ def megatron_to_hf(ckpt_dir: str, out_dir: str, tokenizer_dir: Optional[str] = N
 
     The recorded config.json is written back; the shards take its dtype unless ``dtype`` (fp32/bf16/fp16) is given.
     """
-    from liquid_train.models.builder import VocabRows, build_gpt_model
-
     notify = notify or logger.warning
     arch, vocab = read_model_sidecar(ckpt_dir)
     original = recorded_hf_config(ckpt_dir)
@@ -671,8 +655,6 @@ def export_tokenizer_dir(ckpt_dir: str, tokenizer_dir: Optional[str] = None) -> 
 
 def _checkpoint_vocab_rows(ckpt_dir: str) -> Optional[int]:
     """Padded embedding rows as stored in the checkpoint (the layout it was saved at decides the padding)."""
-    from megatron.core import dist_checkpointing
-
     try:
         meta = dist_checkpointing.load_tensors_metadata(ckpt_dir)
     except Exception:

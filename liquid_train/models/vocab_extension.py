@@ -21,6 +21,7 @@ starve image tokens. TP padding rows are zero and are masked to ``-inf`` logits 
 """
 from __future__ import annotations
 
+import inspect
 from typing import List
 
 import torch
@@ -115,8 +116,6 @@ def extend_tokenizer(tokenizer, vocab: LiquidVocab):
 
 
 def _accepts_replace(tokenizer) -> bool:
-    import inspect
-
     try:
         return "replace_extra_special_tokens" in inspect.signature(tokenizer.add_special_tokens).parameters
     except (TypeError, ValueError):

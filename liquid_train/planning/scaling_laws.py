@@ -30,9 +30,13 @@ import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
 from scipy.optimize import minimize
 from scipy.special import huber
+from threadpoolctl import threadpool_limits
 
 from liquid_train.atomic import atomic_write_text
 
@@ -122,8 +126,6 @@ def _single_thread_blas():
     does, at run time). scipy >= 1.15's C L-BFGS-B calls BLAS/LAPACK (ddot, dpotrf, dtrtrs, ...) on 5-dimensional
     problems every iteration; with OpenBLAS's thread pool on a loaded 2-core machine one ``setulb`` call took ~5 ms
     instead of ~4 us (scipy/scipy#22438, #23191; OpenMathLib/OpenBLAS#5383), >95% of the fit's time there."""
-    from threadpoolctl import threadpool_limits
-
     return threadpool_limits(limits=1, user_api="blas")
 
 
@@ -298,8 +300,6 @@ def chinchilla_degenerate(fit: Dict[str, float], n: np.ndarray, d: np.ndarray, l
 def _log_ticks(ax, axis: str, lo: float, hi: float, max_ticks: int = 5) -> None:
     """Readable ticks on a log axis over [lo, hi]: decades when it spans two or more, else a few rounded values;
     no minor labels (they are what overlapped)."""
-    from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
-
     ticks: List[float] = []
     decades = range(int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi))) + 1)
     for mults, least in (([1], 2), ([1, 3], 3), ([1, 2, 5], 3)):  # decades, then 1-3, then 1-2-5 series
@@ -332,8 +332,6 @@ def _tick_label(v: float) -> str:
 
 
 def plot_loss_vs_flops(runs: List[RunPoints], fits: Dict[str, Dict[str, float]], out_dir: str) -> None:
-    import matplotlib.pyplot as plt
-
     fig = loss_vs_flops_figure(runs, fits)
     for ext in ("png", "svg"):
         fig.savefig(os.path.join(out_dir, f"loss_vs_flops.{ext}"), dpi=150)
@@ -342,9 +340,7 @@ def plot_loss_vs_flops(runs: List[RunPoints], fits: Dict[str, Dict[str, float]],
 
 def loss_vs_flops_figure(runs: List[RunPoints], fits: Dict[str, Dict[str, float]]):
     """The paper's Fig. 3: validation loss against training FLOPs, one curve per run, power-law fits dashed."""
-    import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     cmap = plt.get_cmap("viridis")
     ordered = sorted(runs, key=lambda r: r.num_params)
@@ -369,9 +365,7 @@ def loss_vs_flops_figure(runs: List[RunPoints], fits: Dict[str, Dict[str, float]
 
 
 def plot_score_vs_loss(loss: np.ndarray, score: np.ndarray, fit: Dict[str, float], out_dir: str) -> None:
-    import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.scatter(loss, score, s=18)
     x = np.linspace(loss.min(), loss.max(), 20)

@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 
 from liquid_train.atomic import atomic_write_text
 from liquid_train.training.config import REPO_ROOT, ConfigError, config_sources, load_config
+from liquid_train.training.preflight import preflight
 
 DEFAULT_REQUIRED = ("model.init_from", "data.tokenizer", "data.pairs_path", "data.text_path")
 COMMANDS_FILE = "commands.txt"
@@ -138,8 +139,6 @@ def expand(sweep_path: str, out_dir: str, runs_root: str = "runs", settings: Seq
 def check(runs: Sequence[ComposedRun]) -> None:
     """The trainer's preflight on each composed config (files, layout at the plan's world size, vocabulary,
     tokenizer, data, sampling VQ; not the machine's GPUs). Raises ConfigError naming the file and the key."""
-    from liquid_train.training.preflight import preflight
-
     for run in runs:
         try:
             preflight(load_config(run.path), run.world_size, machine=False)

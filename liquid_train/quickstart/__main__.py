@@ -18,6 +18,7 @@ A stage whose component is not in the checkout fails with a message naming the m
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import subprocess
@@ -26,7 +27,24 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List
 
+from rich.console import Console
+from rich.markdown import Markdown
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+from data_pipeline.vq import load_vq_tokenizer
+from data_pipeline.vq.checkpoint import save_vqgan
+from data_pipeline.vq.model import VQGANConfig
+from data_pipeline.vq.registry import REGISTRY
+from data_pipeline.vq_train import VQTrainConfig, build_tiny_model, load_images_from_tars, train_vq
 from liquid_train.atomic import atomic_write_text
+from liquid_train.models.families import get_model_arch
+from liquid_train.models.vocab_extension import extend_tokenizer, plan_vocab
+from liquid_train.quickstart.evaluate import EvalConfig, build_eval_set, chance_accuracy, evaluate_exported, vq_ceiling
+from liquid_train.quickstart.report import answer_questions, attribute_mean, results_markdown
+from liquid_train.quickstart.scene import GRID, all_scenes, caption
+from liquid_train.quickstart.sizes import FAMILY
+from liquid_train.quickstart.synthetic import SyntheticConfig, eval_scenes, write_pairs, write_text_corpus
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -84,19 +102,12 @@ def _require(path: str, what: str) -> str:
 
 
 def stage_synthetic(cfg: QuickstartConfig, cell: int) -> None:
-    from liquid_train.quickstart.synthetic import SyntheticConfig, write_pairs, write_text_corpus
-
     scfg = SyntheticConfig(num_pairs=cfg.num_pairs, cell_size=cell, num_text_docs=cfg.num_pairs)
     write_pairs(scfg, os.path.join(cfg.out, "pairs"))
     write_text_corpus(scfg, os.path.join(cfg.out, "text", "corpus.jsonl"))
 
 
 def stage_vq(cfg: QuickstartConfig, image_size: int) -> None:
-    import glob
-
-    from data_pipeline.vq.checkpoint import save_vqgan
-    from data_pipeline.vq_train import VQTrainConfig, build_tiny_model, load_images_from_tars, train_vq
-
     out = os.path.join(cfg.out, "vq")
     if os.path.exists(os.path.join(out, "vqgan.ckpt")):
         print("reusing", out)
@@ -118,14 +129,6 @@ QWEN_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 
 def stage_tokenizer(cfg: QuickstartConfig, codebook: int) -> None:
     """A byte-level BPE in the qwen2.5 tiny layout, extended by ``plan_vocab`` as a real base model would be."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    from liquid_train.models.families import get_model_arch
-    from liquid_train.models.vocab_extension import extend_tokenizer, plan_vocab
-    from liquid_train.quickstart.scene import all_scenes, caption
-    from liquid_train.quickstart.sizes import FAMILY
-
     arch = get_model_arch(FAMILY, "tiny")
     vocab = plan_vocab(arch, codebook, vq_tokenizer=os.path.abspath(os.path.join(cfg.out, "vq")))
     tok_dir = os.path.join(cfg.out, "tokenizer")
@@ -207,12 +210,6 @@ EVAL_RUNS = ("s_1-1-1", "m_1-1-1", "l_1-1-1", "m_1-2-1", "m_1-1-2")
 
 def stage_export_sample(cfg: QuickstartConfig, cell: int) -> Dict[str, dict]:
     """Each mixed run -> HF dir (the real converter CLI) -> T2I/I2T accuracy; one T2I grid by ``tools/sample.py``."""
-    from data_pipeline.vq import load_vq_tokenizer
-    from liquid_train.quickstart.evaluate import EvalConfig, build_eval_set, evaluate_exported, vq_ceiling
-    from liquid_train.quickstart.report import attribute_mean
-    from liquid_train.quickstart.scene import GRID, caption
-    from liquid_train.quickstart.synthetic import eval_scenes
-
     convert = _require("tools/convert_checkpoint.py", "HF export (megatron-to-hf)")
     sample = _require("tools/sample.py", "T2I / I2T sampling")
     ecfg = EvalConfig(num_scenes=cfg.eval_scenes)
@@ -263,12 +260,6 @@ def collect_runs(cfg: QuickstartConfig) -> Dict[str, dict]:
 
 def summarise(cfg: QuickstartConfig, accuracy: Dict[str, dict]) -> None:
     """Print the tables, write ``results.md`` (the README's numbers come from it) and ``summary.json``."""
-    from rich.console import Console
-    from rich.markdown import Markdown
-
-    from liquid_train.quickstart.evaluate import chance_accuracy
-    from liquid_train.quickstart.report import answer_questions, results_markdown
-
     rows = collect_runs(cfg)
     answers = answer_questions(rows, accuracy)
     text = results_markdown(rows, accuracy, answers, cfg.timings, chance_accuracy())
@@ -289,10 +280,7 @@ def main(argv=None) -> int:
     if args.short:
         cfg.shorten()
     os.makedirs(cfg.out, exist_ok=True)
-    from data_pipeline.vq.registry import REGISTRY
-    from data_pipeline.vq.model import VQGANConfig
 
-    from liquid_train.quickstart.scene import GRID
 
     vq_cfg = VQGANConfig(**REGISTRY["chameleon-vqgan-tiny"].params)
     cell = vq_cfg.downsample_factor

@@ -10,16 +10,24 @@ codebook here, top-p 0.96) for T2I and greedy decoding for I2T; nothing is tuned
 """
 from __future__ import annotations
 
+import json
 import os
 import random
 from dataclasses import dataclass, field
 from typing import Dict, List
 
 import numpy as np
+from PIL import Image
 
 from liquid_train.atomic import atomic_write_text
+from liquid_train.inference.grid import save_image_grid
+from liquid_train.inference.liquid_hf import load_liquid_hf
 from liquid_train.inference.sampling import SamplingConfig
+from liquid_train.inference.tasks import decode_codes, encode_images, image_to_text, text_to_image
+from liquid_train.quickstart import scene as sc
+from liquid_train.quickstart.analyser import analyse
 from liquid_train.quickstart.scene import ATTRIBUTES, GRID, Scene, caption, parse_caption, score
+from liquid_train.quickstart.synthetic import render
 
 
 @dataclass
@@ -37,15 +45,12 @@ class EvalSet:
     """The fixed evaluation scenes, rendered once and encoded once by the run's VQ; shared by every model's I2T
     inputs and by the VQ ceiling, so they all see the very same pixels and codes."""
     scenes: List[Scene]
-    renders: List["Image.Image"]  # noqa: F821
+    renders: List[Image.Image]
     codes: np.ndarray
     """I2T inputs: [n, tokens] VQ codes of ``renders``."""
 
 
 def build_eval_set(vq, scenes: List[Scene], cell_size: int, seed: int = 0) -> EvalSet:
-    from liquid_train.inference.tasks import encode_images
-    from liquid_train.quickstart.synthetic import render
-
     rng = random.Random(seed + 7)
     renders = [render(s, cell_size, rng) for s in scenes]
     return EvalSet(scenes, renders, encode_images(vq, renders, cell_size * GRID))
@@ -57,13 +62,6 @@ def _mean_scores(rows: List[Dict[str, float]]) -> Dict[str, float]:
 
 def evaluate_exported(hf_dir: str, vq, evalset: EvalSet, out_dir: str, cfg: EvalConfig = EvalConfig()) -> dict:
     """T2I and I2T accuracy per attribute for one exported model; writes t2i/i2t PNG grids and samples.jsonl."""
-    import json
-
-    from liquid_train.inference.grid import save_image_grid
-    from liquid_train.inference.liquid_hf import load_liquid_hf
-    from liquid_train.inference.tasks import decode_codes, image_to_text, text_to_image
-    from liquid_train.quickstart.analyser import analyse
-
     os.makedirs(out_dir, exist_ok=True)
     lm = load_liquid_hf(hf_dir)
     if vq.codebook_size != lm.vocab.num_image_tokens:
@@ -92,17 +90,12 @@ def evaluate_exported(hf_dir: str, vq, evalset: EvalSet, out_dir: str, cfg: Eval
 def vq_ceiling(vq, evalset: EvalSet) -> Dict[str, float]:
     """The analyser on VQ round trips (encode -> decode) of the eval renders: the best T2I accuracy any model
     drawing codes of this tokenizer can reach, so a T2I score is read against it, not against 1.0."""
-    from liquid_train.inference.tasks import decode_codes
-    from liquid_train.quickstart.analyser import analyse
-
     recon = decode_codes(vq, evalset.codes)
     return _mean_scores([score(analyse(im), s) for im, s in zip(recon, evalset.scenes)])
 
 
 def chance_accuracy() -> Dict[str, float]:
     """Per-attribute accuracy of a uniform guess: what an untrained model's scores are compared with."""
-    from liquid_train.quickstart import scene as sc
-
     sizes = {"kind": len(sc.KINDS), "colour": len(sc.COLOURS), "position": len(sc.POSITIONS),
              "count": len(sc.COUNTS), "background": len(sc.BACKGROUNDS)}
     out = {k: 1.0 / v for k, v in sizes.items()}

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Dict
 
+from liquid_train.models.families import FAMILIES
+
 QUICKSTART_SIZES: Dict[str, dict] = {
     "qs-s": dict(num_layers=2, hidden_size=48, ffn_hidden_size=96, num_attention_heads=4, num_query_groups=2,
                  head_dim=12),
@@ -21,8 +23,6 @@ FAMILY = "qwen2.5"
 
 
 def register_quickstart_sizes(family: str = FAMILY) -> None:
-    from liquid_train.models.families import FAMILIES
-
     tiny = FAMILIES[family]["tiny"]
     for name, shape in QUICKSTART_SIZES.items():
         FAMILIES[family][name] = replace(tiny, size=name, **shape)

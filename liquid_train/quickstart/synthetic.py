@@ -10,6 +10,8 @@ import io
 import json
 import os
 import random
+import tarfile
+import time
 from dataclasses import dataclass
 from typing import Iterator, List, Sequence, Tuple
 
@@ -92,9 +94,6 @@ def iter_pairs(cfg: SyntheticConfig) -> Iterator[Tuple[str, Image.Image, str, di
 
 def write_pairs(cfg: SyntheticConfig, out_dir: str) -> List[str]:
     """Write img2dataset-style shards ``00000.tar``...; each shard atomically (temp + rename). Returns paths."""
-    import tarfile
-    import time
-
     os.makedirs(out_dir, exist_ok=True)
     paths: List[str] = []
     pairs = list(iter_pairs(cfg))

@@ -26,14 +26,20 @@ import errno
 import json
 import logging
 import os
+import random
 import re
 import shutil
 import tempfile
 import weakref
 from typing import Callable, Dict, List, Optional, Tuple
 
+import numpy as np
 import torch
 import torch.distributed as dist
+from megatron.core import dist_checkpointing, tensor_parallel
+from megatron.core.dist_checkpointing.mapping import ShardedObject
+from megatron.core.dist_checkpointing.serialization import get_default_save_sharded_strategy
+from megatron.core.dist_checkpointing.strategies.async_utils import AsyncCallsQueue
 from torch.distributed.checkpoint.api import CheckpointException
 
 from liquid_train.atomic import atomic_write_text
@@ -355,8 +361,6 @@ class CheckpointManager:
         self._token = object()  # owns the writer Manager (ckpt_children) from the first save on
         weakref.finalize(self, ckpt_children.release_results_queue, self._token)
         if async_save:
-            from megatron.core.dist_checkpointing.strategies.async_utils import AsyncCallsQueue
-
             self._queue = AsyncCallsQueue(persistent=False)
         if _rank() == 0:
             os.makedirs(ckpt_dir, exist_ok=True)
@@ -365,9 +369,6 @@ class CheckpointManager:
     # --- save -------------------------------------------------------------------------------------------------
     def save(self, iteration: int, sharded_state_dict: Dict, sidecars: Dict[str, Dict]) -> None:
         """Write ``sharded_state_dict`` as ``iter_<iteration>``; sidecars are JSON files written next to it."""
-        from megatron.core import dist_checkpointing
-        from megatron.core.dist_checkpointing.serialization import get_default_save_sharded_strategy
-
         self.finalize(blocking=True)  # at most one save in flight
         final = os.path.join(self.ckpt_dir, iter_dirname(iteration))
         partial = final + ".partial"
@@ -469,18 +470,11 @@ class CheckpointManager:
     # --- load -------------------------------------------------------------------------------------------------
     @staticmethod
     def load(path: str, sharded_state_dict: Dict) -> Dict:
-        from megatron.core import dist_checkpointing
-
         return dist_checkpointing.load(sharded_state_dict, path)
 
 
 def rng_state() -> Dict:
     """Python, numpy, torch (and CUDA, and megatron's model-parallel tracker) RNG states of this rank."""
-    import random
-
-    import numpy as np
-    from megatron.core import tensor_parallel
-
     state = {"random": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state()
@@ -492,11 +486,6 @@ def rng_state() -> Dict:
 
 
 def set_rng_state(state: Dict) -> None:
-    import random
-
-    import numpy as np
-    from megatron.core import tensor_parallel
-
     random.setstate(state["random"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
@@ -508,7 +497,5 @@ def set_rng_state(state: Dict) -> None:
 
 def sharded_rng_state(pp_rank: int, pp_size: int, tp_rank: int, tp_size: int, dp_rank: int, dp_size: int):
     """One ShardedObject per rank: RNG streams are restored only at the same layout (they are per rank)."""
-    from megatron.core.dist_checkpointing.mapping import ShardedObject
-
     return ShardedObject("rng_state", rng_state(), (pp_size, tp_size, dp_size), (pp_rank, tp_rank, dp_rank),
                          replica_id=0)

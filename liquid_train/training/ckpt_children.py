@@ -23,6 +23,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from multiprocessing.managers import SyncManager
+
+from megatron.core.dist_checkpointing.strategies import filesystem_async
+from torch import multiprocessing as mp
 
 from liquid_train.pdeathsig import helper_initializer, tied_forks  # noqa: F401  (tied_forks: re-exported)
 
@@ -38,8 +42,6 @@ def install_results_queue(owner: object) -> None:
     """Give megatron's file writer a results queue served by a Manager that dies with this process; ``owner``
     (any token) is the one allowed to release it."""
     global _manager, _manager_pid, _owner
-    from megatron.core.dist_checkpointing.strategies import filesystem_async
-    from torch import multiprocessing as mp
 
     if not hasattr(filesystem_async, "_results_queue"):
         logger.warning("megatron-core has no filesystem_async._results_queue (expected in 0.16.1): its writer "
@@ -49,7 +51,6 @@ def install_results_queue(owner: object) -> None:
         if _manager is not None and _manager_pid == os.getpid():
             _owner = owner
             return
-        from multiprocessing.managers import SyncManager
 
         manager = SyncManager(ctx=mp.get_context("spawn"))
         manager.start(initializer=helper_initializer, initargs=(os.getpid(),))
@@ -65,7 +66,6 @@ def release_results_queue(owner: object) -> None:
             return
         manager = _manager
         _manager = _manager_pid = _owner = None
-        from megatron.core.dist_checkpointing.strategies import filesystem_async
 
         filesystem_async._results_queue = None
         manager.shutdown()

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional
 
 import xxhash
+from torch.distributed.checkpoint import FileSystemReader
 
 from liquid_train.atomic import atomic_write_text
 
@@ -185,7 +186,6 @@ def check_structure(ckpt: str) -> Optional[Problem]:
         return None
     if not os.path.isfile(os.path.join(ckpt, ".metadata")):
         return Problem("missing", ".metadata", "missing")
-    from torch.distributed.checkpoint import FileSystemReader
 
     try:
         storage = FileSystemReader(ckpt).read_metadata().storage_data

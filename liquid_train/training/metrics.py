@@ -9,10 +9,16 @@ is sent only the steps past the last one the earlier attempt logged (it keeps th
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 from typing import Dict, Optional
+
+import numpy as np
+import wandb
+from PIL import Image
+from torch.utils.tensorboard import SummaryWriter
 
 from liquid_train.atomic import atomic_write_text
 
@@ -61,12 +67,9 @@ class MetricsLogger:
         self._wandb_after = truncate_after(self.path, resume_step)  # wandb already has these steps
         self._file = open(self.path, "a", buffering=1)
         if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
             self._tb = SummaryWriter(os.path.join(run_dir, "tensorboard"), purge_step=resume_step + 1)
         if wandb_mode != "disabled":
             os.environ.setdefault("WANDB_SILENT", "true")
-            import wandb
 
             self._wandb = wandb.init(project=wandb_project, name=wandb_name or os.path.basename(run_dir.rstrip("/")),
                                      dir=run_dir, mode=wandb_mode, config=config, resume="allow",
@@ -93,13 +96,8 @@ class MetricsLogger:
         if not self.enabled:
             return
         if self._tb is not None:
-            import numpy as np
-            from PIL import Image
-
             self._tb.add_image(tag, np.asarray(Image.open(png_path).convert("RGB")), step, dataformats="HWC")
         if self._wandb is not None and step > self._wandb_after:
-            import wandb
-
             self._wandb.log({tag: wandb.Image(png_path)}, step=step)
 
     def close(self) -> None:
@@ -114,6 +112,4 @@ class MetricsLogger:
 
 def _wandb_id(run_dir: str) -> str:
     """A stable id per run directory so a resumed run continues the same wandb run."""
-    import hashlib
-
     return hashlib.sha1(os.path.abspath(run_dir).encode()).hexdigest()[:16]

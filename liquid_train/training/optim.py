@@ -7,6 +7,9 @@ constant / cosine / WSD with warmup and checkpoints its own state.
 from __future__ import annotations
 
 import torch
+from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
+from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
+from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 
 from liquid_train.training.config import warmup_steps
 
@@ -24,8 +27,6 @@ def use_distributed_optimizer(cfg) -> bool:
 
 
 def wrap_ddp(model_chunks, cfg):
-    from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
-
     ddp_config = DistributedDataParallelConfig(
         grad_reduce_in_fp32=True,
         overlap_grad_reduce=bool(cfg.parallel.overlap_grad_reduce),
@@ -42,8 +43,6 @@ def wrap_ddp(model_chunks, cfg):
 
 
 def build_optimizer(cfg, model_chunks, precision: str):
-    from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
-
     o = cfg.optimizer
     bf16 = precision in ("bf16", "fp8")
     opt_config = OptimizerConfig(
@@ -58,8 +57,6 @@ def build_optimizer(cfg, model_chunks, precision: str):
 
 def build_scheduler(cfg, optimizer):
     """Megatron's OptimizerParamScheduler counted in optimizer steps (not samples)."""
-    from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
-
     s, o = cfg.schedule, cfg.optimizer
     decay = int(s.decay_steps or cfg.train.iters)
     warm = warmup_steps(cfg)

@@ -14,10 +14,14 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+
 import torch
 from omegaconf import OmegaConf
+from transformers import AutoTokenizer
 
+from data_pipeline.vq import VQCheckpointError, load_vq_tokenizer
 from liquid_train.data.config import DataConfig
+from liquid_train.image_meta import read_pairs_meta, sampling_vq
 from liquid_train.models.builder import (arch_from_run_config, check_divisibility, options_from_run_config,
                                          recompute_kwargs, resolve_attention_backend)
 from liquid_train.models.families import ModelArch
@@ -101,8 +105,6 @@ def _check_data(data: DataConfig) -> None:
 def _check_tokenizer_ids(data: DataConfig, vocab: LiquidVocab, vocab_file: str) -> None:
     """The tokenizer's bos/eos/pad and (when it has them) <boi>/<eoi>/<unconditional> are the vocabulary's ids.
     A vocabulary planned for other ids trains on a bos or eos the tokenizer never emits, with no error anywhere."""
-    from transformers import AutoTokenizer
-
     try:
         tok = AutoTokenizer.from_pretrained(data.tokenizer)
     except Exception as err:  # corrupt or incomplete tokenizer files
@@ -125,10 +127,6 @@ def _check_tokenizer_ids(data: DataConfig, vocab: LiquidVocab, vocab_file: str) 
 def _check_image_side(cfg, data: DataConfig, vocab: LiquidVocab, vocab_file: str) -> None:
     """The pairs' codebook is the vocabulary's image range; the in-training sampler's VQ loads, has that codebook and
     is the VQ (same weights) the pairs were encoded with."""
-    from data_pipeline.vq import VQCheckpointError, load_vq_tokenizer
-
-    from liquid_train.image_meta import read_pairs_meta, sampling_vq
-
     meta = read_pairs_meta(data.pairs_path) if any(t != TASK_TEXT for t in data.active_tasks) else {}
     codebook = meta.get("codebook_size")
     if codebook is not None and int(codebook) != vocab.num_image_tokens:

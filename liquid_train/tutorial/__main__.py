@@ -6,6 +6,8 @@ import sys
 
 import torch
 
+from liquid_train.tutorial.toy import write_toy_inputs
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m liquid_train.tutorial", description=__doc__)
@@ -14,7 +16,6 @@ def main(argv=None) -> int:
     toy.add_argument("--out", required=True)
     args = p.parse_args(argv)
     torch.set_num_threads(1)  # seconds of work; do not contend with the rest of the machine
-    from liquid_train.tutorial.toy import write_toy_inputs
 
     for name, path in write_toy_inputs(args.out).items():
         print(f"{name}: {path}")

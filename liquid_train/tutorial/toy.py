@@ -18,7 +18,13 @@ import tarfile
 from dataclasses import dataclass
 from typing import Dict, List
 
+import torch
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
+
 from liquid_train.atomic import atomic_path, atomic_write_text
+from liquid_train.quickstart.scene import Scene, all_scenes, caption
+from liquid_train.quickstart.synthetic import render, sample_scenes, text_documents
 
 SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 """Qwen2's first specials, after the BPE pieces as in the real tokenizer (bos = eos = pad = <|endoftext|>)."""
@@ -50,9 +56,6 @@ def _jpeg(img) -> bytes:
 
 def write_photos(cfg: ToyConfig, out_dir: str) -> List[str]:
     """img2dataset-style shards (``{key}.jpg``, ``{key}.txt``, ``{key}.json``) of scenes at mixed sizes."""
-    from liquid_train.quickstart.scene import caption
-    from liquid_train.quickstart.synthetic import render, sample_scenes
-
     os.makedirs(out_dir, exist_ok=True)
     rng = random.Random(cfg.seed)
     path = os.path.join(out_dir, "00000.tar")
@@ -69,16 +72,11 @@ def write_photos(cfg: ToyConfig, out_dir: str) -> List[str]:
 
 
 def write_text(cfg: ToyConfig, path: str) -> str:
-    from liquid_train.quickstart.synthetic import text_documents
-
     lines = [json.dumps({"text": doc}) for doc in text_documents(cfg.num_text_docs, cfg.seed + 2)]
     return atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def write_example_photo(cfg: ToyConfig, path: str) -> str:
-    from liquid_train.quickstart.scene import Scene
-    from liquid_train.quickstart.synthetic import render
-
     img = render(Scene("circle", "red", "center", 1, "white"), 16, random.Random(cfg.seed)).resize((96, 72))
     with atomic_path(path) as tmp:
         img.save(tmp, format="JPEG", quality=92)
@@ -87,9 +85,6 @@ def write_example_photo(cfg: ToyConfig, path: str) -> str:
 
 def train_tokenizer(cfg: ToyConfig, corpus: List[str]):
     """A byte-level BPE with Qwen2's layout: pieces, then <|endoftext|>, <|im_start|>, <|im_end|>."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
@@ -115,9 +110,6 @@ def hf_config(cfg: ToyConfig, tokenizer) -> Dict:
 
 def write_base_model(cfg: ToyConfig, out_dir: str, corpus: List[str]) -> str:
     """A random-weight Qwen2 of ``cfg``'s shape + its tokenizer, as ``save_pretrained`` writes them."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
     tokenizer = train_tokenizer(cfg, corpus)
     os.makedirs(out_dir, exist_ok=True)
     config = AutoConfig.for_model(**hf_config(cfg, tokenizer))
@@ -130,9 +122,6 @@ def write_base_model(cfg: ToyConfig, out_dir: str, corpus: List[str]) -> str:
 
 def write_toy_inputs(out: str, cfg: ToyConfig = ToyConfig()) -> Dict[str, str]:
     """``out/base`` (HF model + tokenizer), ``out/photos/*.tar``, ``out/text.jsonl``, ``out/example.jpg``."""
-    from liquid_train.quickstart.scene import all_scenes, caption
-    from liquid_train.quickstart.synthetic import text_documents
-
     paths = {"base": os.path.join(out, "base"), "photos": os.path.join(out, "photos"),
              "text": os.path.join(out, "text.jsonl"), "example": os.path.join(out, "example.jpg")}
     write_photos(cfg, paths["photos"])
