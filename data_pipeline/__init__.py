@@ -4,6 +4,7 @@ Subpackages/modules: ``vq`` (VQ image tokenizers and their registry), ``readers`
 Liquid's image preprocessing, any image mode -> upright RGB), ``encode`` (distributed, resumable VQ encoding) with
 ``settings`` (what an output was made with, checked on reruns) and ``threads``, ``build`` / ``text_sources``
 (tokenised indexed datasets, streaming corpus readers), ``inspect_data`` (stats and sample grids), ``vq_train`` (a
-small VQ), ``atomic`` (atomic writes) and ``errors`` (the one-line CLI error). Formats: docs/data_format.md; usage:
+small VQ) and ``errors`` (the one-line CLI error). Formats: docs/data_format.md; usage:
 docs/data_pipeline.md.
 """
+import liquid_train  # noqa: F401  (first: it quiets megatron's import-time TE/Apex notes, see its docstring)

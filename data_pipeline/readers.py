@@ -128,7 +128,7 @@ def _tar_record(path: str, key: str, members: Dict[str, bytes]) -> RawRecord:
             extra = json.loads(members["json"].decode("utf-8"))
             if not isinstance(extra, dict):
                 extra = {}
-        except Exception:
+        except (UnicodeDecodeError, ValueError):  # a broken sidecar carries no extras; the image is judged alone
             extra = {}
     img_ext = next((e for e in IMAGE_EXTS if e in members), None)
     if img_ext is None:
@@ -210,7 +210,7 @@ def iter_jsonl(unit: WorkUnit) -> Iterator[RawRecord]:
             source = f"{os.path.basename(unit.path)}:{lineno}"
             try:
                 obj = json.loads(line)
-            except Exception as e:
+            except ValueError as e:  # json.JSONDecodeError
                 yield RawRecord(source, reject=CORRUPT_RECORD, reject_detail=f"bad JSON: {e}")
                 continue
             yield _table_record(obj, source, base_dir)

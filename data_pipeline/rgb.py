@@ -17,6 +17,8 @@ Rules (each tested against a numpy reference in tests/test_pipeline_pixels.py):
 """
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
@@ -32,7 +34,8 @@ class UnsupportedImage(Exception):
 def exif_orientation(img: Image.Image) -> int:
     try:
         value = img.getexif().get(ExifTags.Base.Orientation, 1)
-    except Exception:  # unreadable EXIF block: the pixels are still fine, keep them as stored
+    except (OSError, ValueError, TypeError, KeyError, SyntaxError, struct.error):  # unreadable EXIF block: the
+        # pixels are still fine, keep them as stored
         return 1
     return value if isinstance(value, int) and 2 <= value <= 8 else 1
 

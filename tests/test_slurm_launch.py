@@ -97,7 +97,7 @@ class Cluster:
             f"SlurmctldHost={self.host}(127.0.0.1)",
             f"SlurmctldPort={ctld_port}", f"SlurmdPort={slurmd_port}",
             # cred_expire is also the wait before a requeued job may start again (default 120 s)
-            f"AuthType=auth/munge", f"AuthInfo=socket={self.munge_socket},cred_expire=5", "CredType=cred/munge",
+            "AuthType=auth/munge", f"AuthInfo=socket={self.munge_socket},cred_expire=5", "CredType=cred/munge",
             "SlurmUser=root", "SlurmdUser=root",
             f"StateSaveLocation={r}/state", f"SlurmdSpoolDir={r}/spool",
             f"SlurmctldPidFile={r}/slurmctld.pid", f"SlurmdPidFile={r}/slurmd.pid",

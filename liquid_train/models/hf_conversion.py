@@ -657,7 +657,7 @@ def _checkpoint_vocab_rows(ckpt_dir: str) -> Optional[int]:
     """Padded embedding rows as stored in the checkpoint (the layout it was saved at decides the padding)."""
     try:
         meta = dist_checkpointing.load_tensors_metadata(ckpt_dir)
-    except Exception:
+    except (OSError, ValueError, KeyError, RuntimeError):  # no readable metadata: the caller falls back to the vocab
         return None
     for key in ("model.embedding.word_embeddings.weight", "embedding.word_embeddings.weight"):
         if key in meta:

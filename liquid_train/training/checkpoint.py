@@ -478,10 +478,8 @@ def rng_state() -> Dict:
     state = {"random": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state()
-    try:
-        state["tracker"] = tensor_parallel.get_cuda_rng_tracker().get_states()
-    except Exception:  # a tracker without states (e.g. replaced for inference)
-        state["tracker"] = None
+    tracker = tensor_parallel.get_cuda_rng_tracker()
+    state["tracker"] = tracker.get_states() if hasattr(tracker, "get_states") else None  # replaced trackers have none
     return state
 
 

@@ -6,6 +6,9 @@ preempted run is identical to that of an uninterrupted one. The other sinks must
 twice either: tensorboard is opened with ``purge_step`` (readers drop the earlier attempt's events from that step
 on, so the replay's values are shown), and wandb, whose run is resumed by id and only accepts increasing steps,
 is sent only the steps past the last one the earlier attempt logged (it keeps that attempt's values).
+
+wandb is imported only when a run turns it on (as OLMo-core's wandb callback does): it is an optional sink, its
+import costs about a second in every process, and the bare GPU machine the GPU suite runs on does not have it.
 """
 from __future__ import annotations
 
@@ -16,7 +19,6 @@ import os
 from typing import Dict, Optional
 
 import numpy as np
-import wandb
 from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
 
@@ -70,7 +72,9 @@ class MetricsLogger:
             self._tb = SummaryWriter(os.path.join(run_dir, "tensorboard"), purge_step=resume_step + 1)
         if wandb_mode != "disabled":
             os.environ.setdefault("WANDB_SILENT", "true")
+            import wandb  # optional sink, see the module docstring
 
+            self._wandb_lib = wandb
             self._wandb = wandb.init(project=wandb_project, name=wandb_name or os.path.basename(run_dir.rstrip("/")),
                                      dir=run_dir, mode=wandb_mode, config=config, resume="allow",
                                      id=_wandb_id(run_dir))
@@ -98,7 +102,7 @@ class MetricsLogger:
         if self._tb is not None:
             self._tb.add_image(tag, np.asarray(Image.open(png_path).convert("RGB")), step, dataformats="HWC")
         if self._wandb is not None and step > self._wandb_after:
-            self._wandb.log({tag: wandb.Image(png_path)}, step=step)
+            self._wandb.log({tag: self._wandb_lib.Image(png_path)}, step=step)
 
     def close(self) -> None:
         if not self.enabled:
