@@ -1,4 +1,4 @@
-"""``python -m liquid_train.quickstart [--out DIR] [--short]``: the whole system end to end on a CPU.
+"""``python -m liquid_train.quickstart [--out DIR] [--short] [--seeds N]``: the whole system end to end on a CPU.
 
 Stages (each timed; each reuses its output on a rerun):
   1. synthetic image-text pairs (img2dataset-style tars) + templated text corpus
@@ -7,13 +7,16 @@ Stages (each timed; each reuses its output on a rerun):
   3. train a byte-level BPE (``tokenizers``) in the qwen2.5 tiny layout (pieces, then <|endoftext|> ...) and extend
      it with ``plan_vocab`` exactly as a real base model is (``liquid_vocab.json``)
   4. ``python -m data_pipeline encode`` and ``build pairs`` / ``build text`` (the real CLI)
-  5. mix-pretrain with the real trainer: 3 sizes at 1:1:1, the 1:2:1 and 1:1:2 ablations at the middle size,
-     text-only runs at the smallest and largest size
+  5. mix-pretrain with the real ``liquid-train`` CLI (``plan.py``): 3 sizes at 1:1:1, the 1:2:1 and 1:1:2
+     ablations at the middle size, text-only runs at the smallest and largest size, each once per seed
   6. fit scaling curves (``tools/scaling_laws.py``)
-  7. export each mixed run to HF (``tools/convert_checkpoint.py megatron-to-hf``), sample T2I/I2T from it and score
-     with the analyser / caption parser (``evaluate.py``); one grid through ``tools/sample.py``
-  8. answer the paper's three questions from the measured numbers -> ``results.md`` (``report.py``)
-A stage whose component is not in the checkout fails with a message naming the missing file.
+  7. export each mixed run's mid-run and final checkpoints to HF (``tools/convert_checkpoint.py megatron-to-hf``),
+     sample T2I (CFG 1, 3, 7) / I2T from them and score with the analyser / caption parser (``evaluate.py``);
+     one grid through ``tools/sample.py``
+  8. answer the paper's questions from seed-paired intervals -> ``results.md`` (``report.py``)
+The console shows stage headers, progress bars and the final tables; every child command's output (megatron's INFO
+lines, the trainer's steps) goes to ``<out>/logs/`` (``console.py``). A stage whose component is not in the
+checkout fails with a message naming the missing file.
 """
 from __future__ import annotations
 
@@ -21,13 +24,10 @@ import argparse
 import glob
 import json
 import os
-import subprocess
 import sys
-import time
-from dataclasses import dataclass, field
-from typing import Dict, List
+from dataclasses import dataclass
+from typing import Dict, List, Optional
 
-from rich.console import Console
 from rich.markdown import Markdown
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
@@ -37,16 +37,23 @@ from data_pipeline.vq.checkpoint import save_vqgan
 from data_pipeline.vq.model import VQGANConfig
 from data_pipeline.vq.registry import REGISTRY
 from data_pipeline.vq_train import VQTrainConfig, build_tiny_model, load_images_from_tars, train_vq
-from liquid_train.atomic import atomic_write_text
+from liquid_train.atomic import atomic_write_json, atomic_write_text
 from liquid_train.models.families import get_model_arch
 from liquid_train.models.vocab_extension import extend_tokenizer, plan_vocab
-from liquid_train.quickstart.evaluate import EvalConfig, build_eval_set, chance_accuracy, evaluate_exported, vq_ceiling
-from liquid_train.quickstart.report import answer_questions, attribute_mean, results_markdown
+from liquid_train.quickstart.console import CommandFailed, QuickstartConsole
+from liquid_train.quickstart.evaluate import (CFG_SCALES, EvalConfig, build_eval_set, chance_accuracy,
+                                              evaluate_exported, vq_ceiling)
+from liquid_train.quickstart.figures import accuracy_vs_loss_figure
+from liquid_train.quickstart.plan import MIX_1_1_1, RUNS, SHORT_RUNS, RunSpec
+from liquid_train.quickstart.report import DEFAULT_CFG, answer_questions, attribute_mean, results_markdown
 from liquid_train.quickstart.scene import GRID, all_scenes, caption
-from liquid_train.quickstart.sizes import FAMILY
+from liquid_train.quickstart.sizes import BASE_SIZE, FAMILY
+from liquid_train.quickstart.stats import linear_fit
 from liquid_train.quickstart.synthetic import SyntheticConfig, eval_scenes, write_pairs, write_text_corpus
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CHILD_ENV = {"WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+STAGES = 8
 
 
 class StageMissing(RuntimeError):
@@ -66,32 +73,19 @@ class QuickstartConfig:
     train_iters: int = 300
     seq_length: int = 128
     eval_scenes: int = 48
-    timings: Dict[str, float] = field(default_factory=dict)
+    seeds: int = 1
 
     def shorten(self) -> None:
         self.short = True
-        self.num_pairs, self.vq_steps, self.vq_warmup_steps, self.train_iters, self.eval_scenes = 300, 4, 2, 6, 8
+        self.num_pairs, self.vq_steps, self.vq_warmup_steps, self.train_iters, self.eval_scenes = 300, 4, 2, 8, 8
 
+    @property
+    def specs(self) -> List[RunSpec]:
+        return list(SHORT_RUNS if self.short else RUNS)
 
-def _stage(cfg: QuickstartConfig, name: str):
-    class _Timer:
-        def __enter__(self):
-            print(f"\n=== [{name}] ===", flush=True)
-            self.t = time.time()
-
-        def __exit__(self, *exc):
-            cfg.timings[name] = time.time() - self.t
-            print(f"=== [{name}] {cfg.timings[name]:.1f}s ===", flush=True)
-
-    return _Timer()
-
-
-def _run(cmd: List[str]) -> None:
-    print("$ " + " ".join(cmd), flush=True)
-    env = dict(os.environ, WANDB_MODE="disabled", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    proc = subprocess.run(cmd, cwd=REPO, env=env)
-    if proc.returncode != 0:
-        raise RuntimeError(f"command failed with exit code {proc.returncode}: {' '.join(cmd)}")
+    def iters(self, spec: RunSpec) -> int:
+        """Steps of ``spec``, a multiple of 4: validation at every quarter, checkpoints at the half and the end."""
+        return max(4, 4 * int(round(self.train_iters * spec.iter_multiplier / 4)))
 
 
 def _require(path: str, what: str) -> str:
@@ -107,19 +101,18 @@ def stage_synthetic(cfg: QuickstartConfig, cell: int) -> None:
     write_text_corpus(scfg, os.path.join(cfg.out, "text", "corpus.jsonl"))
 
 
-def stage_vq(cfg: QuickstartConfig, image_size: int) -> None:
+def stage_vq(cfg: QuickstartConfig, con: QuickstartConsole, image_size: int) -> None:
     out = os.path.join(cfg.out, "vq")
     if os.path.exists(os.path.join(out, "vqgan.ckpt")):
-        print("reusing", out)
+        con.note(f"reusing {out}")
         return
     images = load_images_from_tars(sorted(glob.glob(os.path.join(cfg.out, "pairs", "*.tar"))))
     model = build_tiny_model(resolution=image_size)
     result = train_vq(images, model, VQTrainConfig(steps=cfg.vq_steps, batch_size=cfg.vq_batch, log_every=100,
                                                    ae_warmup_steps=cfg.vq_warmup_steps,
-                                                   contrast_weight=cfg.vq_contrast_weight))
+                                                   contrast_weight=cfg.vq_contrast_weight), log=con.note)
     save_vqgan(model, out)
-    with open(os.path.join(out, "history.json"), "w") as f:
-        json.dump(result["history"], f)
+    atomic_write_json(os.path.join(out, "history.json"), result["history"])
 
 
 QWEN_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
@@ -129,7 +122,7 @@ QWEN_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 
 def stage_tokenizer(cfg: QuickstartConfig, codebook: int) -> None:
     """A byte-level BPE in the qwen2.5 tiny layout, extended by ``plan_vocab`` as a real base model would be."""
-    arch = get_model_arch(FAMILY, "tiny")
+    arch = get_model_arch(FAMILY, BASE_SIZE)
     vocab = plan_vocab(arch, codebook, vq_tokenizer=os.path.abspath(os.path.join(cfg.out, "vq")))
     tok_dir = os.path.join(cfg.out, "tokenizer")
     if not os.path.exists(os.path.join(tok_dir, "tokenizer.json")):
@@ -137,7 +130,7 @@ def stage_tokenizer(cfg: QuickstartConfig, codebook: int) -> None:
         bpe = Tokenizer(models.BPE(unk_token="<unk>"))
         bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         bpe.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(vocab_size=pieces, special_tokens=["<unk>"],
+        trainer = trainers.BpeTrainer(vocab_size=pieces, special_tokens=["<unk>"], show_progress=False,
                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
         corpus = [json.loads(line)["text"] for line in open(os.path.join(cfg.out, "text", "corpus.jsonl"))]
         bpe.train_from_iterator(corpus + [caption(s) for s in all_scenes()], trainer)
@@ -154,158 +147,196 @@ def stage_tokenizer(cfg: QuickstartConfig, codebook: int) -> None:
     vocab.save(os.path.join(cfg.out, "vocab"))
 
 
-def stage_data(cfg: QuickstartConfig, image_size: int) -> None:
+def stage_data(cfg: QuickstartConfig, con: QuickstartConsole, image_size: int) -> None:
     py = sys.executable
     out = cfg.out
     if not os.path.exists(os.path.join(out, "shards", "summary.json")):
-        _run([py, "-m", "data_pipeline", "encode", os.path.join(out, "pairs"), "-o", os.path.join(out, "shards"),
-              "--vq", os.path.join(out, "vq"), "--resolution", str(image_size), "--device", "cpu",
-              "--num-workers", "0", "--batch-size", "64", "--no-progress"])
+        con.run([py, "-m", "data_pipeline", "encode", os.path.join(out, "pairs"), "-o", os.path.join(out, "shards"),
+                 "--vq", os.path.join(out, "vq"), "--resolution", str(image_size), "--device", "cpu",
+                 "--num-workers", "0", "--batch-size", "64", "--no-progress"], "encode")
     tok = os.path.join(out, "tokenizer")
     if not os.path.exists(os.path.join(out, "data", "pairs.meta.json")):
-        _run([py, "-m", "data_pipeline", "build", "pairs", os.path.join(out, "shards"), "-t", tok,
-              "-o", os.path.join(out, "data", "pairs"), "--no-progress"])
+        con.run([py, "-m", "data_pipeline", "build", "pairs", os.path.join(out, "shards"), "-t", tok,
+                 "-o", os.path.join(out, "data", "pairs"), "--no-progress"], "build_pairs")
     if not os.path.exists(os.path.join(out, "data", "text.meta.json")):
-        _run([py, "-m", "data_pipeline", "build", "text", os.path.join(out, "text", "corpus.jsonl"), "-t", tok,
-              "-o", os.path.join(out, "data", "text"), "--no-progress"])
+        con.run([py, "-m", "data_pipeline", "build", "text", os.path.join(out, "text", "corpus.jsonl"), "-t", tok,
+                 "-o", os.path.join(out, "data", "text"), "--no-progress"], "build_text")
 
 
-RUNS = [  # (name, size, mixture, iteration multiplier: extra data means extra steps, as in the paper's Table 1)
-    ("s_1-1-1", "qs-s", {"text": 1, "t2i": 1, "i2t": 1}, 1.0),
-    ("m_1-1-1", "qs-m", {"text": 1, "t2i": 1, "i2t": 1}, 1.0),
-    ("l_1-1-1", "qs-l", {"text": 1, "t2i": 1, "i2t": 1}, 1.0),
-    ("m_1-2-1", "qs-m", {"text": 1, "t2i": 2, "i2t": 1}, 4 / 3),
-    ("m_1-1-2", "qs-m", {"text": 1, "t2i": 1, "i2t": 2}, 4 / 3),
-    ("s_text", "qs-s", {"text": 1, "t2i": 0, "i2t": 0}, 1.0),
-    ("l_text", "qs-l", {"text": 1, "t2i": 0, "i2t": 0}, 1.0),
-]
-
-
-def stage_train(cfg: QuickstartConfig) -> None:
-    base_cfg = _require("configs/quickstart/base.yaml", "quickstart run config")
+def _train_cmd(cfg: QuickstartConfig, spec: RunSpec, seed: int, base_cfg: str) -> List[str]:
     out = os.path.abspath(cfg.out)
-    runs = RUNS[:2] if cfg.short else RUNS
-    for name, size, mixture, mult in runs:
-        run_dir = os.path.join(out, "runs", name)
-        iters = max(2, int(round(cfg.train_iters * mult)))
-        _run([sys.executable, "-m", "liquid_train.quickstart.train_entry", "--config", base_cfg,
-              f"run_dir={run_dir}", f"model.size={size}", f"model.vocab={out}/vocab/liquid_vocab.json",
-              f"data.vocab={out}/vocab/liquid_vocab.json", f"data.tokenizer={out}/tokenizer",
-              f"data.pairs_path={out}/data/pairs", f"data.text_path={out}/data/text", *[f"data.mixture.{k}={v}" for k, v in mixture.items()],
-              f"data.seq_length={cfg.seq_length}", f"train.iters={iters}",
-              f"train.eval_interval={max(2, iters // 5)}", f"checkpoint.save_interval={iters}"])
+    iters = cfg.iters(spec)
+    vocab = f"{out}/vocab/liquid_vocab.json"
+    return [sys.executable, "-m", "liquid_train.cli", "--config", base_cfg, f"run_dir={run_dir(cfg, spec, seed)}",
+            *spec.overrides(seed), f"model.vocab={vocab}", f"data.vocab={vocab}", f"data.tokenizer={out}/tokenizer",
+            f"data.pairs_path={out}/data/pairs", f"data.text_path={out}/data/text",
+            f"data.seq_length={cfg.seq_length}", f"train.iters={iters}", f"train.eval_interval={iters // 4}",
+            f"checkpoint.save_interval={iters // 2}", "checkpoint.keep_last=2"]
 
 
-def stage_scaling(cfg: QuickstartConfig) -> None:
-    """Loss-vs-FLOPs power laws and plots over the mixed 1:1:1 runs, by the real scaling tool."""
+def run_dir(cfg: QuickstartConfig, spec: RunSpec, seed: int) -> str:
+    return os.path.join(os.path.abspath(cfg.out), "runs", spec.run_name(seed))
+
+
+def _done(path: str, iters: int) -> bool:
+    latest = os.path.join(path, "checkpoints", "latest")
+    return os.path.exists(latest) and open(latest).read().strip() == f"iter_{iters:07d}"
+
+
+def stage_train(cfg: QuickstartConfig, con: QuickstartConsole) -> None:
+    base_cfg = _require("configs/quickstart/base.yaml", "quickstart run config")
+    jobs = [(spec, seed) for seed in range(cfg.seeds) for spec in cfg.specs]
+    for spec, seed in con.progress(jobs, "training", total=len(jobs)):
+        if not _done(run_dir(cfg, spec, seed), cfg.iters(spec)):  # a finished run is reused, a partial one resumes
+            con.run(_train_cmd(cfg, spec, seed, base_cfg), f"train_{spec.run_name(seed)}")
+
+
+def stage_scaling(cfg: QuickstartConfig, con: QuickstartConsole) -> None:
+    """Loss-vs-FLOPs power laws and plots over the mixed 1:1:1 runs (every seed), by the real scaling tool."""
     tool = _require("tools/scaling_laws.py", "scaling-law fits")
-    runs = [os.path.join(cfg.out, "runs", name) for name, _, mix, _ in RUNS
-            if mix == {"text": 1, "t2i": 1, "i2t": 1} and os.path.exists(os.path.join(cfg.out, "runs", name))]
-    _run([sys.executable, tool, *runs, "--out", os.path.join(cfg.out, "scaling"), "--bootstrap", "20"])
+    runs = [run_dir(cfg, spec, seed) for spec in cfg.specs for seed in range(cfg.seeds)
+            if spec.mix == MIX_1_1_1 and os.path.isdir(run_dir(cfg, spec, seed))]
+    con.run([sys.executable, tool, *runs, "--out", os.path.join(cfg.out, "scaling"), "--bootstrap", "20"], "scaling")
 
 
-EVAL_RUNS = ("s_1-1-1", "m_1-1-1", "l_1-1-1", "m_1-2-1", "m_1-1-2")
-"""Mixed runs whose exported models are sampled and scored (text-only runs cannot draw images)."""
+def _valid_at(path: str, step: int) -> Optional[dict]:
+    """The validation record of run ``path`` at ``step`` (None if there is none)."""
+    for line in open(os.path.join(path, "metrics.jsonl")):
+        rec = json.loads(line)
+        if rec.get("kind") == "valid" and rec.get("step") == step:
+            return rec
+    return None
 
 
-def stage_export_sample(cfg: QuickstartConfig, cell: int) -> Dict[str, dict]:
-    """Each mixed run -> HF dir (the real converter CLI) -> T2I/I2T accuracy; one T2I grid by ``tools/sample.py``."""
+def stage_export_sample(cfg: QuickstartConfig, con: QuickstartConsole, cell: int) -> dict:
+    """Each mixed run's final checkpoint -> HF dir (the real converter CLI) -> T2I at every guidance scale and I2T;
+    its mid-run checkpoint -> T2I at the default scale (the accuracy-vs-loss points); one grid by ``tools/sample.py``.
+    Returns {"accuracy": run -> scores, "ceiling": VQ round-trip scores, "points": accuracy-vs-loss points}."""
     convert = _require("tools/convert_checkpoint.py", "HF export (megatron-to-hf)")
     sample = _require("tools/sample.py", "T2I / I2T sampling")
     ecfg = EvalConfig(num_scenes=cfg.eval_scenes)
     scenes = eval_scenes(ecfg.num_scenes)
     vq = load_vq_tokenizer(os.path.abspath(os.path.join(cfg.out, "vq")))
     evalset = build_eval_set(vq, scenes, cell)
-    results: Dict[str, dict] = {}
-    for name in EVAL_RUNS:
-        run_dir = os.path.join(cfg.out, "runs", name)
-        if not os.path.isdir(run_dir):
-            continue
-        hf_dir = os.path.join(cfg.out, "exports", name)
+    ceiling = vq_ceiling(vq, evalset)
+    con.note(f"VQ round trip of the {len(scenes)} evaluation scenes (the T2I ceiling): mean of attributes "
+             f"{attribute_mean(ceiling):.3f} (" + ", ".join(f"{k} {v:.2f}" for k, v in ceiling.items() if k != "all") + ")")
+    accuracy: Dict[str, dict] = {}
+    points: List[dict] = []
+    jobs = [(spec, seed, when) for seed in range(cfg.seeds) for spec in cfg.specs if spec.mixed
+            for when in ("final", "mid")]
+    for spec, seed, when in con.progress(jobs, "export + score", total=len(jobs)):
+        name, path = spec.run_name(seed), run_dir(cfg, spec, seed)
+        step = cfg.iters(spec) if when == "final" else cfg.iters(spec) // 2
+        hf_dir = os.path.join(cfg.out, "exports", name if when == "final" else f"{name}_step{step}")
         if not os.path.exists(os.path.join(hf_dir, "config.json")):
-            _run([sys.executable, convert, "megatron-to-hf", "--ckpt", run_dir, "--out", hf_dir,
-                  "--tokenizer-dir", os.path.join(cfg.out, "tokenizer")])
-        results[name] = evaluate_exported(hf_dir, vq, evalset, os.path.join(cfg.out, "eval", name), ecfg)
-        t2i, i2t = results[name]["t2i"], results[name]["i2t"]
-        print(f"{name}: T2I attribute accuracy {attribute_mean(t2i):.3f} (all-correct {t2i['all']:.3f}); "
-              f"I2T {attribute_mean(i2t):.3f} (all-correct {i2t['all']:.3f})", flush=True)
-    largest = next((n for n in ("l_1-1-1", "m_1-1-1", "s_1-1-1") if n in results), None)
+            con.run([sys.executable, convert, "megatron-to-hf", "--ckpt",
+                     os.path.join(path, "checkpoints", f"iter_{step:07d}"), "--out", hf_dir,
+                     "--tokenizer-dir", os.path.join(cfg.out, "tokenizer")], f"export_{os.path.basename(hf_dir)}")
+        scores = evaluate_exported(hf_dir, vq, evalset, os.path.join(cfg.out, "eval", os.path.basename(hf_dir)),
+                                   ecfg, CFG_SCALES if when == "final" else (7.0,), with_i2t=when == "final")
+        if when == "final":
+            accuracy[name] = scores
+        valid = _valid_at(path, step)
+        if valid is not None and valid.get("val_loss/t2i") is not None:
+            points.append({"run": name, "spec": spec.name, "size": spec.size, "step": step,
+                           "val_t2i": valid["val_loss/t2i"], "t2i": attribute_mean(scores["t2i"][DEFAULT_CFG])})
+    largest = next((s for s in ("l_1-1-1", "m_1-1-1", "s_1-1-1") if f"{s}_seed0" in accuracy), None)
     if largest:
         prompts = [caption(s) for s in scenes[:8]]
-        _run([sys.executable, sample, "t2i", "--model", os.path.join(cfg.out, "exports", largest),
-              "--resolution", str(GRID * cell), "--out", os.path.join(cfg.out, "pictures", f"t2i_{largest}.png"),
-              *[a for p in prompts for a in ("--prompt", p)]])
-    results["vq_ceiling"] = {"t2i": vq_ceiling(vq, evalset)}
-    os.makedirs(os.path.join(cfg.out, "eval"), exist_ok=True)
-    with open(os.path.join(cfg.out, "eval", "accuracy.json"), "w") as f:
-        json.dump(results, f, indent=1)
-    return results
+        con.run([sys.executable, sample, "t2i", "--model", os.path.join(cfg.out, "exports", f"{largest}_seed0"),
+                 "--resolution", str(GRID * cell), "--out", os.path.join(cfg.out, "pictures", f"t2i_{largest}.png"),
+                 *[a for p in prompts for a in ("--prompt", p)]], "sample_grid")
+    result = {"accuracy": accuracy, "ceiling": ceiling, "points": points}
+    atomic_write_json(os.path.join(cfg.out, "eval", "accuracy.json"), result)
+    return result
 
 
 def collect_runs(cfg: QuickstartConfig) -> Dict[str, dict]:
     """Final train loss and last validation losses of every run that exists."""
     rows = {}
-    for name, *_ in RUNS:
-        path = os.path.join(cfg.out, "runs", name, "metrics.jsonl")
-        if not os.path.exists(path):
-            continue
-        lines = [json.loads(x) for x in open(path)]
-        train = [x for x in lines if x.get("kind") == "train"]
-        valid = [x for x in lines if x.get("kind") == "valid"]
-        last_v = valid[-1] if valid else {}
-        rows[name] = {"steps": train[-1]["step"] if train else None, "loss": train[-1]["loss"] if train else None,
-                      "val": last_v.get("val_loss"), **{k: last_v.get(f"val_loss/{k}") for k in ("text", "t2i", "i2t")}}
+    for spec in cfg.specs:
+        for seed in range(cfg.seeds):
+            path = os.path.join(run_dir(cfg, spec, seed), "metrics.jsonl")
+            if not os.path.exists(path):
+                continue
+            lines = [json.loads(x) for x in open(path)]
+            train = [x for x in lines if x.get("kind") == "train"]
+            valid = [x for x in lines if x.get("kind") == "valid"]
+            last_v = valid[-1] if valid else {}
+            rows[spec.run_name(seed)] = {
+                "steps": train[-1]["step"] if train else None, "loss": train[-1]["loss"] if train else None,
+                "val": last_v.get("val_loss"), **{k: last_v.get(f"val_loss/{k}") for k in ("text", "t2i", "i2t")}}
     return rows
 
 
-def summarise(cfg: QuickstartConfig, accuracy: Dict[str, dict]) -> None:
-    """Print the tables, write ``results.md`` (the README's numbers come from it) and ``summary.json``."""
+def summarise(cfg: QuickstartConfig, con: QuickstartConsole, evaluation: dict) -> None:
+    """Print the tables, write ``results.md`` (the README's numbers come from it), ``summary.json`` and the
+    accuracy-vs-loss picture."""
     rows = collect_runs(cfg)
-    answers = answer_questions(rows, accuracy)
-    text = results_markdown(rows, accuracy, answers, cfg.timings, chance_accuracy())
-    Console(width=160).print(Markdown(text))
-    for name, payload in (("results.md", text), ("summary.json", json.dumps(
-            {"runs": rows, "accuracy": accuracy, "answers": answers, "timings": cfg.timings}, indent=1))):
-        atomic_write_text(os.path.join(cfg.out, name), payload)
-    print(f"\nwrote {os.path.join(cfg.out, 'results.md')}; pictures under {cfg.out}/pictures, {cfg.out}/eval/*/ "
-          f"and {cfg.out}/scaling/", flush=True)
-
+    seeds = list(range(cfg.seeds))
+    accuracy = evaluation.get("accuracy", {})
+    answers = answer_questions(rows, accuracy, seeds)
+    points = evaluation.get("points", [])
+    fit = None
+    if len(points) >= 3:
+        fit = linear_fit([p["val_t2i"] for p in points], [p["t2i"] for p in points])
+        accuracy_vs_loss_figure(points, fit, os.path.join(cfg.out, "pictures", "t2i_accuracy_vs_val_loss.png"))
+    text = results_markdown(rows, accuracy, answers, con.timings, chance_accuracy(), seeds,
+                            evaluation.get("ceiling"), fit)
+    con.console.rule("results", align="left")
+    con.console.print(Markdown(text))
+    atomic_write_text(os.path.join(cfg.out, "results.md"), text)
+    atomic_write_json(os.path.join(cfg.out, "summary.json"),
+                      {"seeds": cfg.seeds, "runs": rows, "evaluation": evaluation, "answers": answers,
+                       "accuracy_vs_loss_fit": fit, "timings": con.timings})
+    con.console.print(f"\nwrote {os.path.join(cfg.out, 'results.md')}; pictures under {cfg.out}/pictures, "
+                      f"{cfg.out}/eval/*/ and {cfg.out}/scaling/; logs under {cfg.out}/logs/")
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m liquid_train.quickstart", description=__doc__.splitlines()[0])
     p.add_argument("--out", default="quickstart_out")
     p.add_argument("--short", action="store_true", help="CI-sized: few pairs, few steps, two runs")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="train every run with this many seeds (data order and init); answers need >= 2 for an "
+                        "interval (the full study: --seeds 3)")
     args = p.parse_args(argv)
-    cfg = QuickstartConfig(out=args.out)
+    if args.seeds < 1:
+        print("quickstart: --seeds must be >= 1", file=sys.stderr)
+        return 2
+    cfg = QuickstartConfig(out=args.out, seeds=args.seeds)
     if args.short:
         cfg.shorten()
     os.makedirs(cfg.out, exist_ok=True)
-
-
+    con = QuickstartConsole(cfg.out, REPO, CHILD_ENV)
     vq_cfg = VQGANConfig(**REGISTRY["chameleon-vqgan-tiny"].params)
     cell = vq_cfg.downsample_factor
     image_size = GRID * cell
     rc = 0
-    accuracy: Dict[str, dict] = {}
+    evaluation: dict = {}
     try:
-        with _stage(cfg, "synthetic data"):
+        with con.stage("synthetic data", STAGES):
             stage_synthetic(cfg, cell)
-        with _stage(cfg, "VQ training"):
-            stage_vq(cfg, image_size)
-        with _stage(cfg, "BPE tokenizer + vocabulary"):
+        with con.stage("VQ training", STAGES):
+            stage_vq(cfg, con, image_size)
+        with con.stage("BPE tokenizer + vocabulary", STAGES):
             stage_tokenizer(cfg, vq_cfg.n_embed)
-        with _stage(cfg, "encode + build"):
-            stage_data(cfg, image_size)
-        with _stage(cfg, "mix-pretraining"):
-            stage_train(cfg)
-        with _stage(cfg, "scaling fits"):
-            stage_scaling(cfg)
-        with _stage(cfg, "HF export + T2I/I2T sampling"):
-            accuracy = stage_export_sample(cfg, cell)
+        with con.stage("encode + build", STAGES):
+            stage_data(cfg, con, image_size)
+        with con.stage("mix-pretraining", STAGES):
+            stage_train(cfg, con)
+        with con.stage("scaling fits", STAGES):
+            stage_scaling(cfg, con)
+        with con.stage("HF export + T2I/I2T sampling", STAGES):
+            evaluation = stage_export_sample(cfg, con, cell)
     except StageMissing as err:
-        print(f"\nquickstart: STAGE NOT AVAILABLE: {err}", file=sys.stderr)
+        con.console.print(f"\nquickstart: STAGE NOT AVAILABLE: {err}", style="red")
         rc = 4
-    summarise(cfg, accuracy)
+    except CommandFailed as err:
+        con.console.print(f"\nquickstart: {err}", style="red")
+        rc = 1
+    with con.stage("report", STAGES):
+        summarise(cfg, con, evaluation)
     return rc
 
 

@@ -1,15 +1,13 @@
-"""Three quickstart model sizes, registered into the model-family registry of the running process.
+"""The quickstart's three model sizes, as inline ``model.arch`` fields of ordinary run configs.
 
 The registry ships one ``tiny`` shape per family; a scaling question needs three. These are the same family math
-(``qwen2.5`` tiny: 512-row base vocabulary, bos/eos/pad 497) at growing width and depth. ``train_entry`` registers
-them before handing over to the real ``liquid-train`` CLI, so the trainer itself is unchanged.
+(``qwen2.5`` tiny: 512-row base vocabulary, bos/eos/pad 497) at growing width and depth, given to the trainer the
+way any user gives a custom shape: ``model.size: tiny`` plus ``model.arch.*`` overrides. Nothing registers them in
+the process; the checkpoints record the architecture, so the converter and the samplers read it back from there.
 """
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import Dict
-
-from liquid_train.models.families import FAMILIES
+from typing import Dict, List
 
 QUICKSTART_SIZES: Dict[str, dict] = {
     "qs-s": dict(num_layers=2, hidden_size=48, ffn_hidden_size=96, num_attention_heads=4, num_query_groups=2,
@@ -20,9 +18,12 @@ QUICKSTART_SIZES: Dict[str, dict] = {
                  head_dim=40),
 }
 FAMILY = "qwen2.5"
+BASE_SIZE = "tiny"
 
 
-def register_quickstart_sizes(family: str = FAMILY) -> None:
-    tiny = FAMILIES[family]["tiny"]
-    for name, shape in QUICKSTART_SIZES.items():
-        FAMILIES[family][name] = replace(tiny, size=name, **shape)
+def arch_overrides(size: str) -> List[str]:
+    """Config overrides that train quickstart size ``size`` (``qs-s`` / ``qs-m`` / ``qs-l``)."""
+    if size not in QUICKSTART_SIZES:
+        raise ValueError(f"quickstart size {size!r}; known: {sorted(QUICKSTART_SIZES)}")
+    fields = dict(QUICKSTART_SIZES[size], size=size)
+    return [f"model.family={FAMILY}", f"model.size={BASE_SIZE}", *(f"model.arch.{k}={v}" for k, v in fields.items())]

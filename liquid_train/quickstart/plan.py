@@ -1,0 +1,58 @@
+"""Which runs the quickstart trains and scores: the run specs, their seeds and the names of their directories.
+
+Seed ``k`` sets both the initialisation (``parallel.seed``) and the data order (``data.seed``) of every run, so the
+runs of one seed differ only in the setting a question compares; the statistics pair them by seed
+(``stats.py``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Tuple
+
+from liquid_train.quickstart.sizes import arch_overrides
+
+BASE_SEED = 1234
+
+MIX_1_1_1 = {"text": 1, "t2i": 1, "i2t": 1}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    name: str
+    size: str
+    mixture: Tuple[Tuple[str, int], ...]
+    iter_multiplier: float = 1.0
+    """Extra data means extra steps, as in the paper's Table 1 (1:2:1 and 1:1:2 see 4/3 of the 1:1:1 samples)."""
+
+    @property
+    def mix(self) -> Dict[str, int]:
+        return dict(self.mixture)
+
+    @property
+    def mixed(self) -> bool:
+        return self.mix["t2i"] > 0 or self.mix["i2t"] > 0
+
+    def run_name(self, seed: int) -> str:
+        return f"{self.name}_seed{seed}"
+
+    def overrides(self, seed: int) -> List[str]:
+        return [*arch_overrides(self.size), *(f"data.mixture.{k}={v}" for k, v in self.mixture),
+                f"parallel.seed={BASE_SEED + seed}", f"data.seed={BASE_SEED + seed}"]
+
+
+def _spec(name: str, size: str, mix: Dict[str, int], mult: float = 1.0) -> RunSpec:
+    return RunSpec(name, size, tuple(mix.items()), mult)
+
+
+RUNS: Tuple[RunSpec, ...] = (
+    _spec("s_1-1-1", "qs-s", MIX_1_1_1),
+    _spec("m_1-1-1", "qs-m", MIX_1_1_1),
+    _spec("l_1-1-1", "qs-l", MIX_1_1_1),
+    _spec("m_1-2-1", "qs-m", {"text": 1, "t2i": 2, "i2t": 1}, 4 / 3),
+    _spec("m_1-1-2", "qs-m", {"text": 1, "t2i": 1, "i2t": 2}, 4 / 3),
+    _spec("s_text", "qs-s", {"text": 1, "t2i": 0, "i2t": 0}),
+    _spec("l_text", "qs-l", {"text": 1, "t2i": 0, "i2t": 0}),
+)
+SHORT_RUNS = RUNS[:2]
+SIZE_SERIES = ("s_1-1-1", "m_1-1-1", "l_1-1-1")
+"""The 1:1:1 runs at growing size: the scaling fit and the "loss falls with size" question."""
