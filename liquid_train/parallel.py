@@ -18,9 +18,6 @@ from megatron.core import parallel_state, tensor_parallel
 
 from liquid_train.cpu_compat import enable_cpu_compat
 
-_CREATED_PROCESS_GROUP = False
-
-
 def initialize_parallel(tp: int = 1, pp: int = 1, vpp: Optional[int] = None, seed: int = 1234,
                         cp: int = 1, timeout_minutes: int = 30) -> None:
     """Initialise torch.distributed (if needed), megatron parallel_state and the model-parallel RNG.
@@ -29,8 +26,6 @@ def initialize_parallel(tp: int = 1, pp: int = 1, vpp: Optional[int] = None, see
     no TCP port is opened and nothing is written to ``os.environ``, so child processes (a trainer started by a test,
     the quickstart's stages) never inherit a port this process already holds.
     """
-    global _CREATED_PROCESS_GROUP
-
     use_cuda = torch.cuda.is_available()
     if not use_cuda:
         enable_cpu_compat()
@@ -46,7 +41,6 @@ def initialize_parallel(tp: int = 1, pp: int = 1, vpp: Optional[int] = None, see
         else:
             dist.init_process_group(backend=backend, store=dist.HashStore(), rank=0, world_size=1,
                                     timeout=timedelta(minutes=timeout_minutes))
-        _CREATED_PROCESS_GROUP = True
     world = dist.get_world_size()
     if world % (tp * pp * cp) != 0:
         raise ValueError(f"world size {world} is not divisible by tp*pp*cp = {tp}*{pp}*{cp}")
@@ -72,10 +66,7 @@ def set_seed(seed: int) -> None:
 
 def destroy_parallel() -> None:
     """Tear down megatron parallel state and the process group (safe to call twice)."""
-    global _CREATED_PROCESS_GROUP
-
     if parallel_state.model_parallel_is_initialized():
         parallel_state.destroy_model_parallel()
     if dist.is_initialized():
         dist.destroy_process_group()
-    _CREATED_PROCESS_GROUP = False
