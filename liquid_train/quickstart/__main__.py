@@ -107,6 +107,12 @@ def stage_synthetic(cfg: QuickstartConfig, cell: int) -> None:
     write_text_corpus(scfg, os.path.join(cfg.out, "text", "corpus.jsonl"))
 
 
+def vq_train_config(cfg: QuickstartConfig) -> VQTrainConfig:
+    """The quickstart's VQ training settings (``benchmarks/vq_roundtrip.py`` trains with the same)."""
+    return VQTrainConfig(steps=cfg.vq_steps, batch_size=cfg.vq_batch, log_every=100,
+                         ae_warmup_steps=cfg.vq_warmup_steps, contrast_weight=cfg.vq_contrast_weight)
+
+
 def stage_vq(cfg: QuickstartConfig, image_size: int) -> None:
     out = os.path.join(cfg.out, "vq")
     if os.path.exists(os.path.join(out, "vqgan.ckpt")):
@@ -114,9 +120,7 @@ def stage_vq(cfg: QuickstartConfig, image_size: int) -> None:
         return
     images = load_images_from_tars(sorted(glob.glob(os.path.join(cfg.out, "pairs", "*.tar"))))
     model = build_tiny_model(resolution=image_size)
-    result = train_vq(images, model, VQTrainConfig(steps=cfg.vq_steps, batch_size=cfg.vq_batch, log_every=100,
-                                                   ae_warmup_steps=cfg.vq_warmup_steps,
-                                                   contrast_weight=cfg.vq_contrast_weight))
+    result = train_vq(images, model, vq_train_config(cfg))
     save_vqgan(model, out)
     with open(os.path.join(out, "history.json"), "w") as f:
         json.dump(result["history"], f)
