@@ -17,7 +17,6 @@ Usage: PYTHONPATH=. python benchmarks/vq_roundtrip.py [--threads 1] [--data /tmp
 from __future__ import annotations
 
 import argparse
-import collections
 import glob
 import os
 import tempfile
@@ -30,10 +29,9 @@ from data_pipeline.vq import load_vq_tokenizer
 from data_pipeline.vq.checkpoint import save_vqgan
 from data_pipeline.vq_train import VQTrainConfig, build_tiny_model, load_images_from_tars, train_vq
 from liquid_train.quickstart.__main__ import QuickstartConfig, vq_train_config
-from liquid_train.quickstart.analyser import analyse
-from liquid_train.quickstart.evaluate import build_eval_set, vq_ceiling
-from liquid_train.quickstart.scene import ATTRIBUTES, GRID, score
-from liquid_train.quickstart.synthetic import SyntheticConfig, eval_scenes, pil_to_pixels, pixels_to_uint8, write_pairs
+from liquid_train.quickstart.evaluate import autoencoder_scores, build_eval_set, codebook_usage, vq_ceiling
+from liquid_train.quickstart.scene import ATTRIBUTES, GRID
+from liquid_train.quickstart.synthetic import SyntheticConfig, eval_scenes, write_pairs
 
 CELL = 8
 
@@ -41,43 +39,6 @@ CELL = 8
 def _fmt(scores: dict) -> str:
     mean = float(np.mean([scores[a] for a in ATTRIBUTES]))
     return f"mean {mean:.3f} | " + " ".join(f"{a} {scores[a]:.2f}" for a in ATTRIBUTES) + f" | all {scores['all']:.2f}"
-
-
-def _mean_scores(rows):
-    return {k: float(np.mean([r[k] for r in rows])) for k in (*ATTRIBUTES, "all")}
-
-
-def cell_contents(scene, size: int = GRID):
-    """(row, col) -> content label ("bg" or "kind/colour") of every lattice cell; background name prefixed."""
-    out = {(r, c): f"{scene.background}:-" for r in range(size) for c in range(size)}
-    for cell in scene.cells():
-        out[cell] = f"{scene.background}:{scene.kind}/{scene.colour}"
-    return out
-
-
-@torch.no_grad()
-def autoencoder_scores(model, evalset) -> dict:
-    """Analyser scores of encoder -> decoder with no quantisation (the warm-up autoencoder's round trip)."""
-    x = torch.from_numpy(pil_to_pixels(evalset.renders))
-    recon = model.decode_latents(model.encode_latents(x)).clamp(-1, 1).numpy()
-    return _mean_scores([score(analyse(im), s) for im, s in zip(pixels_to_uint8(recon), evalset.scenes)])
-
-
-def codebook_usage(evalset) -> dict:
-    codes = evalset.codes.reshape(len(evalset.scenes), GRID, GRID)
-    by_content = collections.defaultdict(set)
-    by_code = collections.defaultdict(set)
-    for scene, grid in zip(evalset.scenes, codes):
-        for (r, c), label in cell_contents(scene).items():
-            by_content[label].add(int(grid[r, c]))
-            by_code[int(grid[r, c])].add(label)
-    shape = {k: v for k, v in by_content.items() if not k.endswith(":-")}
-    shape_codes = set().union(*shape.values()) if shape else set()
-    shared = sum(1 for labels in by_code.values() if len(labels) > 1)
-    return {"codes_used": int(len(np.unique(codes))), "shape_contents": len(shape),
-            "shape_codes": len(shape_codes), "codes_shared_by_contents": shared,
-            "contents_sharing_a_code": sum(1 for k, v in by_content.items()
-                                           if any(len(by_code[c]) > 1 for c in v))}
 
 
 def run(images: np.ndarray, tcfg: VQTrainConfig, out_dir: str, log=print) -> dict:
@@ -102,18 +63,16 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=qs.vq_warmup_steps)
     p.add_argument("--batch", type=int, default=qs.vq_batch)
     p.add_argument("--contrast", type=float, default=qs.vq_contrast_weight)
-    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--lr", type=float, default=qs.vq_lr)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     write_pairs(SyntheticConfig(num_pairs=args.num_pairs, cell_size=CELL, num_text_docs=args.num_pairs), args.data)
     images = load_images_from_tars(sorted(glob.glob(os.path.join(args.data, "*.tar"))))
-    qs.vq_steps, qs.vq_warmup_steps, qs.vq_batch, qs.vq_contrast_weight = (args.steps, args.warmup, args.batch,
-                                                                            args.contrast)
+    qs.vq_steps, qs.vq_warmup_steps, qs.vq_batch, qs.vq_contrast_weight, qs.vq_lr = (
+        args.steps, args.warmup, args.batch, args.contrast, args.lr)
     tcfg = vq_train_config(qs)
     tcfg.seed = args.seed
-    if args.lr is not None:
-        tcfg.lr = args.lr
     print(f"{len(images)} training images; {tcfg}", flush=True)
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
