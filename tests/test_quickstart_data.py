@@ -117,3 +117,33 @@ def test_kmeans_codebook_and_contrast_weights():
                                                            contrast_weight=2.0), log=logs.append)
     assert [h["phase"] for h in result["history"]] == ["autoencoder"] * 2 + ["vq"] * 2
     assert any("k-means" in line for line in logs) and all(np.isfinite(h["loss"]) for h in result["history"])
+
+
+def test_codebook_usage_counts_contents_that_share_a_code():
+    """The round-trip diagnostic (benchmarks/vq_roundtrip.py): a code given to two cell contents is reported."""
+    from liquid_train.quickstart.evaluate import EvalSet, codebook_usage
+    from liquid_train.quickstart.scene import GRID, Scene
+
+    scenes = [Scene("circle", "red", "left", 1, "white"), Scene("square", "blue", "left", 1, "white")]
+    codes = np.zeros((2, GRID * GRID), dtype=np.int64)  # background cells: code 0
+    cell = scenes[0].cells()[0][0] * GRID + scenes[0].cells()[0][1]
+    codes[0, cell], codes[1, cell] = 1, 2
+    usage = codebook_usage(EvalSet(scenes, [], codes))
+    assert usage == {"codes_used": 3, "shape_contents": 2, "shape_codes": 2, "codes_shared_by_contents": 0,
+                     "contents_sharing_a_code": 0}
+    codes[1, cell] = 1  # red circle and blue square get one code: the decoder cannot tell them apart
+    usage = codebook_usage(EvalSet(scenes, [], codes))
+    assert usage["shape_codes"] == 1 and usage["codes_shared_by_contents"] == 1
+    assert usage["contents_sharing_a_code"] == 2
+
+
+def test_quickstart_vq_settings_reach_train_vq():
+    """stage_vq and benchmarks/vq_roundtrip.py train with QuickstartConfig's VQ settings, the diagnosed lr included
+    (1e-3 trained unstably on the quickstart scenes)."""
+    from liquid_train.quickstart.__main__ import QuickstartConfig, vq_train_config
+
+    qs = QuickstartConfig()
+    tcfg = vq_train_config(qs)
+    assert (tcfg.steps, tcfg.ae_warmup_steps, tcfg.batch_size, tcfg.lr, tcfg.contrast_weight) == (
+        qs.vq_steps, qs.vq_warmup_steps, qs.vq_batch, qs.vq_lr, qs.vq_contrast_weight)
+    assert tcfg.lr < 1e-3 and tcfg.ae_warmup_steps < tcfg.steps

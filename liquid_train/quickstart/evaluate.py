@@ -11,6 +11,7 @@ nothing is tuned toward an answer.
 """
 from __future__ import annotations
 
+import collections
 import json
 import os
 import random
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Dict, List, Sequence
 
 import numpy as np
+import torch
 from PIL import Image
 
 from liquid_train.atomic import atomic_write_text
@@ -28,7 +30,7 @@ from liquid_train.inference.tasks import decode_codes, encode_images, image_to_t
 from liquid_train.quickstart import scene as sc
 from liquid_train.quickstart.analyser import analyse
 from liquid_train.quickstart.scene import ATTRIBUTES, GRID, Scene, caption, parse_caption, score
-from liquid_train.quickstart.synthetic import render
+from liquid_train.quickstart.synthetic import pil_to_pixels, pixels_to_uint8, render
 
 
 @dataclass
@@ -119,3 +121,40 @@ def chance_accuracy() -> Dict[str, float]:
     out = {k: 1.0 / v for k, v in sizes.items()}
     out["all"] = float(np.prod(list(out.values())))
     return out
+
+
+def cell_contents(scene: Scene, size: int = GRID) -> Dict[tuple, str]:
+    """(row, col) -> what the lattice cell holds: ``"<background>:-"`` (empty) or ``"<background>:<kind>/<colour>"``.
+    One code covers one cell, so these are the distinct things a code must tell apart (48 in the whole world)."""
+    out = {(r, c): f"{scene.background}:-" for r in range(size) for c in range(size)}
+    for cell in scene.cells():
+        out[cell] = f"{scene.background}:{scene.kind}/{scene.colour}"
+    return out
+
+
+@torch.no_grad()
+def autoencoder_scores(model, evalset) -> dict:
+    """Analyser scores of encoder -> decoder with no quantisation (the warm-up autoencoder's round trip)."""
+    x = torch.from_numpy(pil_to_pixels(evalset.renders))
+    recon = model.decode_latents(model.encode_latents(x)).clamp(-1, 1).numpy()
+    return _mean_scores([score(analyse(im), s) for im, s in zip(pixels_to_uint8(recon), evalset.scenes)])
+
+
+def codebook_usage(evalset: EvalSet) -> Dict[str, int]:
+    """How the VQ's codes of ``evalset`` cover the cell contents: distinct codes overall and on shape cells, codes
+    given to more than one content, and contents that share a code with another (those lose kind / colour in the
+    round trip whatever the decoder does)."""
+    codes = evalset.codes.reshape(len(evalset.scenes), GRID, GRID)
+    by_content = collections.defaultdict(set)
+    by_code = collections.defaultdict(set)
+    for scene, grid in zip(evalset.scenes, codes):
+        for (r, c), label in cell_contents(scene).items():
+            by_content[label].add(int(grid[r, c]))
+            by_code[int(grid[r, c])].add(label)
+    shape = {k: v for k, v in by_content.items() if not k.endswith(":-")}
+    shape_codes = set().union(*shape.values()) if shape else set()
+    shared = sum(1 for labels in by_code.values() if len(labels) > 1)
+    return {"codes_used": int(len(np.unique(codes))), "shape_contents": len(shape),
+            "shape_codes": len(shape_codes), "codes_shared_by_contents": shared,
+            "contents_sharing_a_code": sum(1 for k, v in by_content.items()
+                                           if any(len(by_code[c]) > 1 for c in v))}
