@@ -7,7 +7,13 @@
   accelerator at import time and otherwise probes for CUDA / Intel extensions). The CPU accelerator's communication
   backend is ``ccl`` when oneCCL is installed, else ``gloo``; we require gloo and reuse the process group the
   trainer created (``deepspeed.init_distributed`` sees it initialised and only wraps it).
-* Ops: no compiled op is needed. The optimizer is a plain torch ``AdamW`` given to ``deepspeed.initialize``
+* Ops: no compiled op is needed, and none may be JIT-built: on CPU, DeepSpeed's torch comm backend compiles its
+  shared-memory all-reduce (``deepspeed_shm_comm``, g++ and ~40 s on first use) when it is "compatible"; it serves
+  only DeepSpeed's inference all-reduce (ZeRO's collectives are torch.distributed's, gloo here), so
+  :func:`import_deepspeed` marks it incompatible in ``deepspeed.ops.__compatible_ops__`` (the probe's cached dict,
+  whose edits DeepSpeed keeps by design) before any engine exists.
+* ``LOCAL_RANK``: ``deepspeed.initialize`` asserts it is in the environment; torchrun sets it, a plain single
+  process gets ``LOCAL_RANK=0`` (:func:`ensure_local_rank`). The optimizer is a plain torch ``AdamW`` given to ``deepspeed.initialize``
   (ZeRO partitions it); with offload, ``zero_force_ds_cpu_optimizer: false`` lets ZeRO-Offload keep it instead of
   JIT-compiling ``DeepSpeedCPUAdam``.
 * Precision: fp32 (bf16 works in DeepSpeed on CPU but is slow; fp16 needs a loss scaler and is refused on CPU
@@ -47,7 +53,15 @@ def import_deepspeed():
     if accel.device_name() != want:
         raise DeepSpeedUnavailable(f"deepspeed chose the {accel.device_name()!r} accelerator, this machine needs "
                                    f"{want!r}; set DS_ACCELERATOR={want} before the run starts")
-    if want == "cpu" and accel.communication_backend_name() != "gloo":
-        raise DeepSpeedUnavailable(f"deepspeed's CPU accelerator uses {accel.communication_backend_name()!r}, the "
-                                   f"trainer's process group is gloo; uninstall oneccl_bindings_for_pytorch")
+    if want == "cpu":
+        if accel.communication_backend_name() != "gloo":
+            raise DeepSpeedUnavailable(f"deepspeed's CPU accelerator uses {accel.communication_backend_name()!r}, "
+                                       f"the trainer's process group is gloo; uninstall oneccl_bindings_for_pytorch")
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False  # never JIT-build the inference all-reduce
     return deepspeed
+
+
+def ensure_local_rank() -> None:
+    """``LOCAL_RANK=0`` for a plain single process (launchers set it; ``deepspeed.initialize`` requires it)."""
+    if "LOCAL_RANK" not in os.environ and "WORLD_SIZE" not in os.environ:
+        os.environ["LOCAL_RANK"] = "0"

@@ -33,7 +33,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from liquid_train.accounting import count_params, device_peak_tflops, training_flops_per_token
 from liquid_train.engines.deepspeed_config import ds_config
-from liquid_train.engines.deepspeed_cpu import import_deepspeed
+from liquid_train.engines.deepspeed_cpu import ensure_local_rank, import_deepspeed
 from liquid_train.engines.hf_packed import hf_inputs
 from liquid_train.models.builder import resolve_precision
 from liquid_train.models.hf_conversion import hf_config_dict, read_hf_config
@@ -118,6 +118,7 @@ class DeepSpeedTrainModule:
         self.tp = self.pp = 1
         t = cfg.train
         self.num_microbatches = t.global_batch_size // (t.micro_batch_size * self.dp)
+        ensure_local_rank()
         deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo", verbose=False)
         hf_model = build_hf_model(cfg, self.arch, self.vocab)
         if cfg.deepspeed.gradient_checkpointing:

@@ -21,8 +21,8 @@ from transformers import AutoTokenizer
 
 from data_pipeline.vq import VQCheckpointError, load_vq_tokenizer
 from liquid_train.data.config import DataConfig
-from liquid_train.image_meta import read_pairs_meta, sampling_vq
 from liquid_train.engines.deepspeed_cpu import DeepSpeedUnavailable, import_deepspeed
+from liquid_train.image_meta import read_pairs_meta, sampling_vq
 from liquid_train.models.builder import (arch_from_run_config, check_divisibility, options_from_run_config,
                                          recompute_kwargs, resolve_attention_backend)
 from liquid_train.models.families import ModelArch
