@@ -77,7 +77,7 @@ def build_hf_model(cfg, arch, vocab):
     if not init:
         config = AutoConfig.for_model(**hf_config_dict(arch, vocab))
         torch.manual_seed(cfg.parallel.seed)
-        return AutoModelForCausalLM.from_config(config, attn_implementation="sdpa", dtype=torch.float32)
+        return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     if not os.path.exists(os.path.join(init, "config.json")):
         raise ConfigError(f"{init} has no config.json; engine=deepspeed starts from a Hugging Face model directory "
                           f"(megatron checkpoints: export them with tools/convert_checkpoint.py megatron-to-hf)",
@@ -86,7 +86,7 @@ def build_hf_model(cfg, arch, vocab):
     if rows not in (vocab.base_vocab_size, vocab.vocab_size):
         raise ConfigError(f"{init} has vocab_size {rows}; the vocabulary ({vocab.vocab_size} ids, base "
                           f"{vocab.base_vocab_size}) needs one of the two", key="model.init_from")
-    model = AutoModelForCausalLM.from_pretrained(init, attn_implementation="sdpa", dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(init, dtype=torch.float32)
     if rows == vocab.base_vocab_size and rows != vocab.vocab_size:
         _extend_rows(model, arch, vocab)
     return model
