@@ -34,8 +34,9 @@ from liquid_train.vocab import LiquidVocab
 DRIVER = "liquid_train.testing.train_driver"
 ZERO_TOL = 1e-5
 """ZeRO-3 x 2 vs 1 process: same math, other reduction order (fp32)."""
-ENGINE_TOL = 1e-4
-"""megatron vs HF+DeepSpeed: other kernels (fused QKV, attention, CE), same math (fp32, 20 steps of AdamW)."""
+ENGINE_TOL = 1e-6
+"""megatron vs HF+DeepSpeed: other kernels (fused QKV, attention), same math (fp32, 20 steps of AdamW; measured
+7.3e-08 worst)."""
 DS = ["engine=deepspeed", "deepspeed.zero_stage=3"]
 
 
