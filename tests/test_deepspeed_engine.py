@@ -15,12 +15,14 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
+from liquid_train.training.deepspeed_module import export_to_hf
 from liquid_train.engines.hf_packed import hf_inputs
 from liquid_train.models.builder import arch_from_run_config, build_from_run_config
 from liquid_train.models.hf_conversion import export_model_to_hf, hf_config_dict, save_model_checkpoint
@@ -29,6 +31,7 @@ from liquid_train.testing.distributed import clean_env, command, run_distributed
 from liquid_train.testing.runs import ensure_tiny_run_data, tiny_run_overrides
 from liquid_train.training import data_adapter, load_config
 from liquid_train.training.config import ConfigError, validate
+from liquid_train.training.preflight import preflight
 from liquid_train.vocab import LiquidVocab
 
 DRIVER = "liquid_train.testing.train_driver"
@@ -175,3 +178,27 @@ def test_bad_deepspeed_configs_name_the_key(tmp_path, data, override, key):
     with pytest.raises(ConfigError) as err:
         validate(cfg, world_size=2)
     assert err.value.key == key and "\n" not in str(err.value)
+
+
+def test_deepspeed_that_cannot_be_imported_is_one_error_naming_engine(tmp_path, data, monkeypatch):
+    monkeypatch.setitem(sys.modules, "deepspeed", None)  # as if it were not installed
+    cfg = load_config(overrides=tiny_run_overrides(data) + [f"run_dir={tmp_path}", "engine=deepspeed"])
+    with pytest.raises(ConfigError) as err:
+        preflight(cfg, world_size=1)
+    assert err.value.key == "engine" and "--no-build-isolation" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_export_is_save_pretrained_of_the_consolidated_weights(tmp_path, data):
+    run_dir = tmp_path / "run"
+    _train(data, run_dir, DS + ["train.iters=2", "schedule.warmup_steps=1"])
+    out = tmp_path / "hf"
+    export_to_hf(str(run_dir / "checkpoints" / "iter_0000002"), str(out))
+    model = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32)
+    assert model.config.vocab_size == LiquidVocab.load(str(out)).vocab_size
+    state = torch.load(run_dir / "checkpoints" / "iter_0000002" / "state" / "zero_pp_rank_0_mp_rank_00_optim_states.pt",
+                       weights_only=False)
+    assert state  # the ZeRO-3 optimizer shards the export consolidated
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits
+    assert torch.isfinite(logits).all() and logits.shape[-1] == model.config.vocab_size

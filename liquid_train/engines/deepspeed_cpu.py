@@ -13,7 +13,7 @@
   :func:`import_deepspeed` marks it incompatible in ``deepspeed.ops.__compatible_ops__`` (the probe's cached dict,
   whose edits DeepSpeed keeps by design) before any engine exists.
 * ``LOCAL_RANK``: ``deepspeed.initialize`` asserts it is in the environment; torchrun sets it, a plain single
-  process gets ``LOCAL_RANK=0`` (:func:`ensure_local_rank`). The optimizer is a plain torch ``AdamW`` given to ``deepspeed.initialize``
+  process gets ``LOCAL_RANK=0`` (:func:`ensure_local_rank`; DeepSpeed reads it during ZeRO-3 steps too). The optimizer is a plain torch ``AdamW`` given to ``deepspeed.initialize``
   (ZeRO partitions it); with offload, ``zero_force_ds_cpu_optimizer: false`` lets ZeRO-Offload keep it instead of
   JIT-compiling ``DeepSpeedCPUAdam``.
 * Precision: fp32 (bf16 works in DeepSpeed on CPU but is slow; fp16 needs a loss scaler and is refused on CPU
@@ -62,6 +62,8 @@ def import_deepspeed():
 
 
 def ensure_local_rank() -> None:
-    """``LOCAL_RANK=0`` for a plain single process (launchers set it; ``deepspeed.initialize`` requires it)."""
+    """``LOCAL_RANK=0`` in a plain single process (launchers set it). DeepSpeed asserts it at ``initialize`` and
+    reads it again during ZeRO-3 steps, so it stays set for the process; it is the one variable the deepspeed engine
+    adds (``parallel.py`` adds none), harmless to children, which decide on ``WORLD_SIZE``."""
     if "LOCAL_RANK" not in os.environ and "WORLD_SIZE" not in os.environ:
         os.environ["LOCAL_RANK"] = "0"

@@ -21,11 +21,11 @@ from omegaconf import OmegaConf
 
 from liquid_train import parallel
 from liquid_train.atomic import atomic_write_text
-from liquid_train.engines.deepspeed_engine import DeepSpeedTrainModule
 from liquid_train.training import checkpoint as ckpt
 from liquid_train.training import data_adapter
 from liquid_train.training.callbacks import Callback, Checkpointer, default_callbacks
 from liquid_train.training.config import save_resolved, validate
+from liquid_train.training.deepspeed_module import DeepSpeedTrainModule
 from liquid_train.training.preflight import preflight
 from liquid_train.training.providers import DataProvider, ModelProvider, default_model_provider
 from liquid_train.training.train_module import TrainModule, peak_memory_gb

@@ -118,7 +118,6 @@ class DeepSpeedTrainModule:
         self.tp = self.pp = 1
         t = cfg.train
         self.num_microbatches = t.global_batch_size // (t.micro_batch_size * self.dp)
-        ensure_local_rank()
         deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo", verbose=False)
         hf_model = build_hf_model(cfg, self.arch, self.vocab)
         if cfg.deepspeed.gradient_checkpointing:
@@ -129,6 +128,7 @@ class DeepSpeedTrainModule:
         optimizer = torch.optim.AdamW(_param_groups(hf_model, o.weight_decay), lr=o.lr, betas=(o.beta1, o.beta2),
                                       eps=o.eps, weight_decay=o.weight_decay)
         self.ds_config = ds_config(cfg, self.dp)
+        ensure_local_rank()
         self.engine, self.optimizer, _, _ = deepspeed.initialize(model=hf_model, optimizer=optimizer,
                                                                 config=self.ds_config)
         self.model = [self.engine]
