@@ -31,7 +31,9 @@ from liquid_train.testing.distributed import clean_env, command, run_distributed
 from liquid_train.testing.runs import ensure_tiny_run_data, tiny_run_overrides
 from liquid_train.training import data_adapter, load_config
 from liquid_train.training.config import ConfigError, validate
+from liquid_train.training.checkpoint import CheckpointError
 from liquid_train.training.preflight import preflight
+from tools.convert_checkpoint import main as convert_main
 from liquid_train.vocab import LiquidVocab
 
 DRIVER = "liquid_train.testing.train_driver"
@@ -192,7 +194,9 @@ def test_export_is_save_pretrained_of_the_consolidated_weights(tmp_path, data):
     run_dir = tmp_path / "run"
     _train(data, run_dir, DS + ["train.iters=2", "schedule.warmup_steps=1"])
     out = tmp_path / "hf"
-    export_to_hf(str(run_dir / "checkpoints" / "iter_0000002"), str(out))
+    assert convert_main(["deepspeed-to-hf", "--ckpt", str(run_dir), "--out", str(out)]) == 0  # the CLI: latest
+    with pytest.raises(CheckpointError):  # a megatron checkpoint (or anything else) is refused in one line
+        export_to_hf(str(tmp_path), str(tmp_path / "nothing"))
     model = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32)
     assert model.config.vocab_size == LiquidVocab.load(str(out)).vocab_size
     state = torch.load(run_dir / "checkpoints" / "iter_0000002" / "state" / "zero_pp_rank_0_mp_rank_00_optim_states.pt",
