@@ -1,5 +1,5 @@
 """The house rules a reader relies on, checked on the source: no import cycle between the project's modules,
-imports at module top (inside functions only for the optional packages: GPU kernels and the wandb sink), no ``sys.path`` edits, tools and
+imports at module top (inside functions only for the optional packages: GPU kernels, the wandb sink and the deepspeed engine), no ``sys.path`` edits, tools and
 benchmarks that import the library and never ``tests/``, and a trainer loop small enough to read."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pathlib
 REPO = pathlib.Path(__file__).resolve().parent.parent
 PACKAGES = ("liquid_train", "data_pipeline")
 SCRIPTS = ("tools", "benchmarks")
-OPTIONAL = ("transformer_engine", "apex", "fused_weight_gradient_mlp_cuda", "flash_attn", "wandb")
+OPTIONAL = ("transformer_engine", "apex", "fused_weight_gradient_mlp_cuda", "flash_attn", "wandb", "deepspeed")
 
 
 def _files(*roots):

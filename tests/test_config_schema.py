@@ -22,7 +22,7 @@ from liquid_train.training.config import RunConfig
 from liquid_train.training.optim import build_scheduler
 
 # Reading a field to check it is not consuming it.
-_VALIDATORS = {"validate", "_require", "_check_machine", "_check_data", "preflight", "data_config", "__post_init__"}
+_VALIDATORS = {"validate", "_validate_deepspeed", "_require", "_check_machine", "_check_data", "preflight", "data_config", "__post_init__"}
 _BLOCKS = {DataConfig: "data", FP8Config: "model.fp8", RecomputeConfig: "model.recompute"}
 
 
@@ -103,6 +103,12 @@ def test_every_schema_field_is_read(tmp_path, recorder, monkeypatch):
         "sampling.prompts=[w1 w2]", "sampling.sampler.temperature=1.0", "train.exit_after_iters=4", "schedule.warmup_steps=null",
         "schedule.warmup_fraction=0.25"])
     run(cfg, model_provider=nan_on_steps_provider(cfg))
+    # The deepspeed engine's block: a short run with every one of its switches on.
+    monkeypatch.delenv("LT_TEST_NAN_STEPS")
+    run(load_config(overrides=tiny_run_overrides(data, iters=2) + [
+        f"run_dir={tmp_path}/ds", "schedule.warmup_steps=1", "engine=deepspeed", "deepspeed.zero_stage=3",
+        "deepspeed.offload_optimizer=cpu",
+        "deepspeed.offload_param=cpu", "deepspeed.gradient_checkpointing=true"]))
     # Branches a CPU run does not take, through the same functions the trainer calls.
     for style in ("constant", "cosine", "wsd", "linear"):
         import torch

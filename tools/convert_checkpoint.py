@@ -3,6 +3,7 @@
     python tools/convert_checkpoint.py hf-to-megatron --hf-dir HF --out CKPT [--family qwen2.5] [--size 0.5b]
         [--tokenizer TOK] [--tp 2 --pp 2] [--vq-tokenizer VQ] [--num-image-tokens K]
     python tools/convert_checkpoint.py megatron-to-hf --ckpt CKPT --out HF_OUT [--tokenizer-dir TOK] [--dtype bf16]
+    python tools/convert_checkpoint.py deepspeed-to-hf --ckpt CKPT --out HF_OUT   (a run of engine=deepspeed)
 
 hf-to-megatron reads the architecture from HF/config.json (any shape of Qwen2, Llama, Gemma, Gemma 2); a setting the
 megatron model cannot reproduce is refused with one line (exit 2). ``--family`` / ``--size`` are optional and, when
@@ -25,10 +26,12 @@ import argparse
 import os
 import sys
 
+from liquid_train.engines.deepspeed_cpu import DeepSpeedUnavailable
 from liquid_train.models.builder import check_divisibility
 from liquid_train.models.hf_conversion import ConversionError, hf_to_megatron, image_rows, import_arch, megatron_to_hf
 from liquid_train.parallel import destroy_parallel, initialize_parallel
 from liquid_train.training.checkpoint import CheckpointError, read_latest, verify_checkpoint
+from liquid_train.training.deepspeed_module import export_to_hf
 
 
 def resolve_checkpoint(path: str) -> str:
@@ -70,7 +73,19 @@ def main(argv=None) -> int:
     b.add_argument("--tokenizer-dir", "--tokenizer", dest="tokenizer_dir", default=None)
     b.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"],
                    help="dtype of the written shards (default: the imported config.json's)")
+    c = sub.add_parser("deepspeed-to-hf", help="a checkpoint of engine=deepspeed -> save_pretrained of its "
+                                               "consolidated fp32 weights")
+    c.add_argument("--ckpt", required=True, help="an iter_* directory, a checkpoints/ directory or a run directory")
+    c.add_argument("--out", required=True)
     args = parser.parse_args(argv)
+    if args.cmd == "deepspeed-to-hf":
+        try:
+            export_to_hf(resolve_checkpoint(args.ckpt), args.out)
+        except (CheckpointError, DeepSpeedUnavailable, ValueError, FileNotFoundError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"wrote {args.out}")
+        return 0
 
 
     try:

@@ -374,12 +374,7 @@ class CheckpointManager:
         partial = final + ".partial"
         layout = (sidecars.get(STATE_FILE) or {}).get("layout")
         try:
-            if _rank() == 0:
-                for stale in (partial, final):
-                    if os.path.exists(stale):
-                        shutil.rmtree(stale)
-                os.makedirs(partial)
-            _barrier()
+            self._prepare(partial, final)
             ckpt_children.install_results_queue(self._token)
             strategy = get_default_save_sharded_strategy("torch_dist")
             with ckpt_children.tied_forks():
@@ -400,6 +395,33 @@ class CheckpointManager:
             raise
         except _SAVE_ERRORS as exc:
             raise self._save_failed(iteration, partial, exc) from exc
+
+    def save_with(self, iteration: int, write: Callable[[str], None], sidecars: Dict[str, Dict]) -> None:
+        """A synchronous save whose files ``write(partial_dir)`` writes on every rank (another engine's own
+        checkpoint format, e.g. DeepSpeed's); then the same sidecars, manifest, rename, ``latest`` and pruning."""
+        self.finalize(blocking=True)
+        final = os.path.join(self.ckpt_dir, iter_dirname(iteration))
+        partial = final + ".partial"
+        layout = (sidecars.get(STATE_FILE) or {}).get("layout")
+        try:
+            self._prepare(partial, final)
+            write(partial)
+            _barrier()
+            self._publish(iteration, partial, final, sidecars, layout)
+            _barrier()
+        except CheckpointError:
+            raise
+        except _SAVE_ERRORS as exc:
+            raise self._save_failed(iteration, partial, exc) from exc
+
+    @staticmethod
+    def _prepare(partial: str, final: str) -> None:
+        if _rank() == 0:
+            for stale in (partial, final):
+                if os.path.exists(stale):
+                    shutil.rmtree(stale)
+            os.makedirs(partial)
+        _barrier()
 
     def _publish(self, iteration: int, partial: str, final: str, sidecars: Dict[str, Dict],
                  layout: Optional[Dict]) -> None:

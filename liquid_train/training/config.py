@@ -17,6 +17,8 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from liquid_train.atomic import atomic_write_text
+from liquid_train.engines import ENGINES
+from liquid_train.engines.deepspeed_config import OFFLOAD_DEVICES, ZERO_STAGES
 from liquid_train.models.options import PRECISIONS, FP8Config, RecomputeConfig
 
 from liquid_train.data.config import DataConfig
@@ -180,8 +182,24 @@ class LoggingConfig:
 
 
 @dataclass
+class DeepSpeedConfig:
+    """The ``deepspeed`` engine's own settings (``liquid_train/engines/deepspeed_config.py`` maps them)."""
+    zero_stage: int = 3
+    """ZeRO stage 1 (optimizer state sharded), 2 (+ gradients) or 3 (+ parameters)."""
+    offload_optimizer: str = "none"
+    """none | cpu: ZeRO-Offload of the optimizer state and step (stage 1/2/3)."""
+    offload_param: str = "none"
+    """none | cpu: parameters offloaded to host memory (stage 3 only)."""
+    gradient_checkpointing: bool = False
+    """Recompute each decoder layer in backward (the HF model's ``gradient_checkpointing_enable``)."""
+
+
+@dataclass
 class RunConfig:
     run_dir: str = MISSING
+    engine: str = "megatron"
+    """megatron (the project's megatron-core model: TP/PP, FP8) | deepspeed (the HF model under DeepSpeed ZeRO;
+    ``deepspeed`` block). Same data, loss, schedule, metrics and checkpoint conventions (docs/training.md "Engines")."""
     model: ModelConfig = field(default_factory=ModelConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -192,6 +210,7 @@ class RunConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
     sampling: T2ISamplesConfig = field(default_factory=T2ISamplesConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
@@ -388,6 +407,32 @@ def validate(cfg, world_size: int) -> None:
     _require(ck.save_interval_minutes >= 0, "checkpoint.save_interval_minutes", "must be >= 0 (0 disables)")
     _require(cfg.logging.wandb_mode in ("offline", "online", "disabled"), "logging.wandb_mode",
              "must be offline, online or disabled")
+    _require(cfg.engine in ENGINES, "engine", f"{cfg.engine!r} is not one of {ENGINES}")
+    if cfg.engine == "deepspeed":
+        _validate_deepspeed(cfg)
+
+
+def _validate_deepspeed(cfg) -> None:
+    """What the deepspeed engine cannot do is refused here, not ignored: model parallelism, FP8, async saves."""
+    d, p = cfg.deepspeed, cfg.parallel
+    _require(d.zero_stage in ZERO_STAGES, "deepspeed.zero_stage", f"{d.zero_stage} is not one of {ZERO_STAGES}")
+    _require(d.offload_optimizer in OFFLOAD_DEVICES, "deepspeed.offload_optimizer",
+             f"{d.offload_optimizer!r} is not one of {OFFLOAD_DEVICES}")
+    _require(d.offload_param in OFFLOAD_DEVICES, "deepspeed.offload_param",
+             f"{d.offload_param!r} is not one of {OFFLOAD_DEVICES}")
+    _require(d.offload_param == "none" or d.zero_stage == 3, "deepspeed.offload_param",
+             "parameter offload needs deepspeed.zero_stage=3")
+    _require(p.tensor_parallel == 1, "parallel.tensor_parallel",
+             "engine=deepspeed is data parallel only (ZeRO); tensor parallelism needs engine=megatron")
+    _require(p.pipeline_parallel == 1, "parallel.pipeline_parallel",
+             "engine=deepspeed is data parallel only (ZeRO); pipeline parallelism needs engine=megatron")
+    _require(cfg.model.precision != "fp8", "model.precision",
+             "FP8 needs engine=megatron with Transformer Engine; use bf16 (GPU) or fp32 with engine=deepspeed")
+    _require(not cfg.checkpoint.async_save, "checkpoint.async_save",
+             "engine=deepspeed saves synchronously (DeepSpeed's save_checkpoint); set checkpoint.async_save=false")
+    _require(cfg.sampling.interval == 0, "sampling.interval",
+             "in-training T2I samples run on the megatron model; with engine=deepspeed set sampling.interval=0 "
+             "and sample the exported HF model (tools/sample.py)")
 
 
 def warmup_steps(cfg) -> int:

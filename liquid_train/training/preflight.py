@@ -21,6 +21,7 @@ from transformers import AutoTokenizer
 
 from data_pipeline.vq import VQCheckpointError, load_vq_tokenizer
 from liquid_train.data.config import DataConfig
+from liquid_train.engines.deepspeed_cpu import DeepSpeedUnavailable, import_deepspeed
 from liquid_train.image_meta import read_pairs_meta, sampling_vq
 from liquid_train.models.builder import (arch_from_run_config, check_divisibility, options_from_run_config,
                                          recompute_kwargs, resolve_attention_backend)
@@ -218,6 +219,11 @@ def preflight(cfg, world_size: int, machine: bool = True) -> Preflight:
     if data.seq_length > arch.max_position_embeddings:
         _fail("data.seq_length", f"{data.seq_length} exceeds the {arch.max_position_embeddings} positions of "
                                  f"{arch.family} {arch.size}; shorten it")
+    if cfg.engine == "deepspeed" and cfg.model.init_from and \
+            not os.path.exists(os.path.join(cfg.model.init_from, "config.json")):
+        _fail("model.init_from", f"{cfg.model.init_from} has no config.json; engine=deepspeed starts from a Hugging "
+                                 f"Face model directory (a megatron checkpoint: tools/convert_checkpoint.py "
+                                 f"megatron-to-hf first)")
     if cfg.model.init_from and not os.path.isdir(cfg.model.init_from):
         _fail("model.init_from", f"{cfg.model.init_from} is not a directory; convert the HF model first with "
                                  f"tools/convert_checkpoint.py hf-to-megatron")
@@ -235,4 +241,9 @@ def preflight(cfg, world_size: int, machine: bool = True) -> Preflight:
     except ValueError as err:
         _fail(f"model.{str(err).split('=', 1)[0]}", str(err))
     backend = _check_machine(cfg, arch, options, world_size) if machine else options.attention_backend
+    if machine and cfg.engine == "deepspeed":
+        try:
+            import_deepspeed()
+        except DeepSpeedUnavailable as err:
+            _fail("engine", str(err))
     return Preflight(arch=arch, options=options, attention_backend=backend, data=data, vocab_path=vocab_path_)

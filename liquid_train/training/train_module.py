@@ -229,6 +229,20 @@ class TrainModule:
         if with_rng:
             ckpt.set_rng_state(loaded["rng"].data if hasattr(loaded["rng"], "data") else loaded["rng"])
 
+    def save_checkpoint(self, manager, iteration: int, data: Dict[str, Any], sidecars: Dict[str, Dict]) -> None:
+        """The checkpointer's save: this module's shards plus the loop's counters (``data``)."""
+        sd = self.sharded_state_dict(is_loading=False)
+        sd["data"] = data
+        manager.save(iteration, sd, sidecars)
+
+    def load_checkpoint(self, path: str, data: Dict[str, Any], with_rng: bool) -> Dict[str, Any]:
+        """The checkpointer's load; returns the loop's counters as saved (``data`` gives their structure)."""
+        sd = self.sharded_state_dict(is_loading=True, with_rng=with_rng)
+        sd["data"] = data
+        loaded = ckpt.CheckpointManager.load(path, sd)
+        self.load_state(loaded, with_rng=with_rng)
+        return loaded["data"]
+
     def init_from_model_checkpoint(self, path: str) -> None:
         """Load only the model (a converted HF checkpoint: ``{"model": ...}`` at any TP/PP)."""
         if not os.path.isdir(path):

@@ -25,6 +25,7 @@ from liquid_train.training import checkpoint as ckpt
 from liquid_train.training import data_adapter
 from liquid_train.training.callbacks import Callback, Checkpointer, default_callbacks
 from liquid_train.training.config import save_resolved, validate
+from liquid_train.training.deepspeed_module import DeepSpeedTrainModule
 from liquid_train.training.preflight import preflight
 from liquid_train.training.providers import DataProvider, ModelProvider, default_model_provider
 from liquid_train.training.train_module import TrainModule, peak_memory_gb
@@ -128,6 +129,13 @@ class Trainer:
         return {**last, "preempted": True} if self.stop_reason == "preempted" else last
 
 
+def build_module(cfg, model_provider: ModelProvider):
+    """The engine's TrainModule (``engine``: megatron, or the HF model under DeepSpeed ZeRO)."""
+    if cfg.engine == "deepspeed":
+        return DeepSpeedTrainModule(cfg, model_provider)
+    return TrainModule(cfg, model_provider)
+
+
 def write_run_info(trainer: Trainer) -> None:
     """``<run_dir>/run_info.json``: the model's numbers and build choices (read by the scaling-law fits)."""
     info = trainer.module.describe(trainer.data.seq_length)
@@ -153,7 +161,7 @@ def run(cfg, model_provider: Optional[ModelProvider] = None, data_provider: Opti
     try:
         model_provider = model_provider or default_model_provider(cfg)
         data_provider = data_provider or data_adapter.build(cfg, model_provider.vocab)
-        trainer = Trainer(cfg, TrainModule(cfg, model_provider), data_provider)
+        trainer = Trainer(cfg, build_module(cfg, model_provider), data_provider)
         checkpointer = Checkpointer(cfg)
         resume_path = checkpointer.resume_path()
         if ckpt.finished(resume_path, cfg.train.iters):  # a finished run relaunched does nothing (and says so)
@@ -161,7 +169,7 @@ def run(cfg, model_provider: Optional[ModelProvider] = None, data_provider: Opti
             return {"finished": True}
         if resume_path is not None:
             checkpointer.load(trainer, resume_path)
-        elif cfg.model.init_from:
+        elif cfg.model.init_from and cfg.engine == "megatron":  # deepspeed: the HF model loaded it when built
             trainer.module.init_from_model_checkpoint(cfg.model.init_from)
         if trainer.is_logging_rank:
             save_resolved(cfg, cfg.run_dir)

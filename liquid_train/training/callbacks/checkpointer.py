@@ -1,7 +1,8 @@
 """The checkpointer: resume from the newest checkpoint that verifies, save every ``checkpoint.save_interval`` steps
 and at least every ``checkpoint.save_interval_minutes`` (``save_policy.SavePolicy``), on preemption and at the end (megatron dist-checkpointing through ``liquid_train.training.checkpoint``).
 
-A checkpoint holds the step's module state (model, optimizer, scheduler, RNG: ``TrainModule.sharded_state_dict``),
+A checkpoint holds the step's module state (model, optimizer, scheduler, RNG: the module's ``save_checkpoint``;
+megatron dist-checkpointing, or DeepSpeed's own format for ``engine=deepspeed``),
 the loop's counters (``TrainState``) and three sidecars: ``trainer_state.json`` (counters and layout),
 ``liquid_vocab.json`` and ``liquid_model.json``. RNG streams are restored only at the layout they were saved at.
 """
@@ -37,11 +38,11 @@ class Checkpointer(Callback):
         module = trainer.module
         state = ckpt.read_trainer_state(path)
         same_layout = state.get("layout") == module.layout()
-        sd = module.sharded_state_dict(is_loading=True, with_rng=same_layout)
-        sd["data"] = trainer.state.to_dict()
-        loaded = ckpt.CheckpointManager.load(path, sd)
-        module.load_state(loaded, with_rng=same_layout)
-        trainer.state.load(loaded["data"])
+        if (state.get("layout") or {}).get("engine", "megatron") != module.layout().get("engine", "megatron"):
+            raise ckpt.CheckpointError(f"{path} was written by engine={state['layout'].get('engine', 'megatron')}, "
+                                       f"this run is engine={module.layout().get('engine', 'megatron')}; set "
+                                       f"engine to match, or checkpoint.resume=false (or a new run_dir)")
+        trainer.state.load(module.load_checkpoint(path, trainer.state.to_dict(), with_rng=same_layout))
         if not same_layout:
             logger.warning("checkpoint layout %s differs from %s: RNG streams are re-seeded, not restored",
                            state.get("layout"), module.layout())
@@ -50,13 +51,11 @@ class Checkpointer(Callback):
     # --- save -------------------------------------------------------------------------------------------------
     def save(self, trainer) -> None:
         module, state = trainer.module, trainer.state
-        sd = module.sharded_state_dict(is_loading=False)
-        sd["data"] = state.to_dict()
         sidecars = {ckpt.STATE_FILE: {**state.to_dict(), "layout": module.layout()},
                     LiquidVocab.FILENAME: module.vocab.to_dict()}
         if module.model_provider.sidecar is not None:
             sidecars[MODEL_SIDECAR] = module.model_provider.sidecar
-        self.manager.save(state.iteration, sd, sidecars)
+        module.save_checkpoint(self.manager, state.iteration, state.to_dict(), sidecars)
         self.saved_at = state.iteration
         self.policy.saved(state.iteration)
 
