@@ -49,7 +49,7 @@ def test_short_quickstart_end_to_end(tmp_path):
     assert (out / "pictures" / "t2i_m_1-1-1.png").exists() and (out / "pictures" / "t2i_accuracy_vs_val_loss.png").exists()
     results = (out / "results.md").read_text()
     assert "| validation loss falls with size" in results and "not measured" in results  # --short: 2 sizes only
-    assert "(1 seed)" in results and "R² =" in results
+    assert "1 seed per run" in results and "R² =" in results
     summary = json.load(open(out / "summary.json"))
     assert summary["evaluation"] == evaluation and len(summary["answers"]) == 4 and summary["seeds"] == 1
     # the console is for people: stage headers and tables, no library INFO lines (those are in the logs)

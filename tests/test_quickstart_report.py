@@ -12,7 +12,7 @@ def _acc(v):
 
 
 def _scores(t2i, i2t):
-    return {"t2i": {"cfg1": _acc(t2i / 2), "cfg3": _acc(t2i / 2), "cfg7": _acc(t2i)}, "i2t": _acc(i2t)}
+    return {"t2i": {"cfg1": _acc(t2i), "cfg3": _acc(t2i / 2), "cfg7": _acc(t2i / 2)}, "i2t": _acc(i2t)}
 
 
 def _runs(s, m, l, text_gap_s, text_gap_l, noise=(0.0, 0.01, -0.01)):
@@ -71,6 +71,6 @@ def test_missing_runs_are_not_measured_and_markdown_has_numbers():
     fit = {"slope": -0.5, "intercept": 1.2, "r2": 0.81, "n": 4}
     md = results_markdown(runs, accuracy, answers, {"train": 12.5}, chance, (0, 1), _acc(0.75), fit)
     assert "| s_1-1-1 | 6 | 3.300 ± 0.141 | 3.100 ± 0.141 | 5.200 ± 0.141 |" in md
-    assert "| s_1-1-1 | 0.150 ± 0.035 | 0.150 ± 0.035 | 0.300 ± 0.071 | 0.500 ± 0.000 |" in md
+    assert "| s_1-1-1 | 0.300 ± 0.071 | 0.150 ± 0.035 | 0.150 ± 0.035 | 0.500 ± 0.000 |" in md
     assert "| 0.750 | 0.750 | 0.750 | 0.750 | 0.750 | 0.237 | 0.750 |" in md  # the VQ ceiling row
     assert "| s_1-1-1 | t2i | 0.300 |" in md and "R² = 0.810" in md and "| total | 12.5 |" in md

@@ -12,7 +12,7 @@ from liquid_train.atomic import atomic_path
 SIZE_COLOURS = {"qs-s": "tab:blue", "qs-m": "tab:orange", "qs-l": "tab:green"}
 
 
-def accuracy_vs_loss_figure(points: List[dict], fit: dict, path: str) -> None:
+def accuracy_vs_loss_figure(points: List[dict], fit: dict, path: str, cfg_label: str) -> None:
     """Scatter of T2I accuracy against validation T2I loss (one point per checkpoint), coloured by size, with the
     least-squares line and its R²."""
     matplotlib.use("Agg")
@@ -26,7 +26,7 @@ def accuracy_vs_loss_figure(points: List[dict], fit: dict, path: str) -> None:
     ax.plot(xs, fit["slope"] * xs + fit["intercept"], color="black", lw=1.2,
             label=f"fit: R² = {fit['r2']:.3f} (n = {fit['n']})")
     ax.set_xlabel("validation T2I loss")
-    ax.set_ylabel("T2I accuracy (mean of attributes, CFG 7)")
+    ax.set_ylabel(f"T2I accuracy (mean of attributes, {cfg_label})")
     ax.set_title("T2I accuracy vs validation loss (mid-run and final checkpoints)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
