@@ -75,7 +75,8 @@ def cfg_key(scale: float) -> str:
 def evaluate_exported(hf_dir: str, vq, evalset: EvalSet, out_dir: str, cfg: EvalConfig = EvalConfig(),
                       cfg_scales: Sequence[float] = CFG_SCALES, with_i2t: bool = True) -> dict:
     """T2I accuracy per attribute at each guidance scale (``{"cfg7": {...}, ...}``) and I2T accuracy for one
-    exported model; writes the t2i (public default scale, else the last) and i2t PNG grids and samples.jsonl."""
+    exported model; writes a T2I grid per scale (``t2i_cfg7.png``, ...; ``t2i.png`` is the public default's, else
+    the last scale's), the i2t grid and samples.jsonl."""
     os.makedirs(out_dir, exist_ok=True)
     lm = load_liquid_hf(hf_dir)
     if vq.codebook_size != lm.vocab.num_image_tokens:
@@ -84,15 +85,17 @@ def evaluate_exported(hf_dir: str, vq, evalset: EvalSet, out_dir: str, cfg: Eval
     prompts = [caption(s) for s in scenes]
     shown = cfg.sampling.cfg_scale if cfg.sampling.cfg_scale in cfg_scales else cfg_scales[-1]
     t2i: Dict[str, Dict[str, float]] = {}
+    n = min(cfg.grid_images, len(scenes))
     for scale in cfg_scales:
         codes = text_to_image(lm, prompts, evalset.codes.shape[1], replace(cfg.sampling, cfg_scale=scale),
                               batch_size=cfg.batch_size, progress=False)
         generated = decode_codes(vq, codes)
         read = [analyse(im) for im in generated]
         t2i[cfg_key(scale)] = _mean_scores([score(r, s) for r, s in zip(read, scenes)])
+        save_image_grid(generated[:n], os.path.join(out_dir, f"t2i_{cfg_key(scale)}.png"), captions=prompts[:n],
+                        cols=8)
         if scale == shown:
             shown_images, shown_read = generated, read
-    n = min(cfg.grid_images, len(scenes))
     save_image_grid(shown_images[:n], os.path.join(out_dir, "t2i.png"), captions=prompts[:n], cols=8)
     result = {"t2i": t2i, "num_scenes": len(scenes)}
     captions = [""] * len(scenes)

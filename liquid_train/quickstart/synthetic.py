@@ -18,6 +18,7 @@ from typing import Iterator, List, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageDraw
 
+from liquid_train.atomic import atomic_path, atomic_write_text
 from liquid_train.quickstart.scene import (BACKGROUNDS, COLOURS, COUNTS, GRID, KINDS, POSITIONS, Scene, all_scenes,
                                            caption)
 
@@ -102,8 +103,7 @@ def write_pairs(cfg: SyntheticConfig, out_dir: str) -> List[str]:
         paths.append(path)
         if os.path.exists(path):
             continue
-        tmp = path + ".tmp"
-        with tarfile.open(tmp, "w") as tar:
+        with atomic_path(path) as tmp, tarfile.open(tmp, "w") as tar:
             for key, img, text, meta in pairs[shard_idx: shard_idx + cfg.shard_size]:
                 meta = dict(meta, caption=text, width=img.width, height=img.height)
                 for ext, payload in (("png", png_bytes(img)), ("txt", text.encode()),
@@ -112,7 +112,6 @@ def write_pairs(cfg: SyntheticConfig, out_dir: str) -> List[str]:
                     info.size = len(payload)
                     info.mtime = int(time.time())
                     tar.addfile(info, io.BytesIO(payload))
-        os.replace(tmp, path)
     return paths
 
 
@@ -145,15 +144,10 @@ def text_documents(n: int, seed: int) -> List[str]:
 
 def write_text_corpus(cfg: SyntheticConfig, path: str) -> str:
     """``{"text": ...}`` per line (the data pipeline's jsonl text schema); atomic."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     if os.path.exists(path):
         return path
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        for doc in text_documents(cfg.num_text_docs, cfg.seed + 2):
-            f.write(json.dumps({"text": doc}) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, "".join(json.dumps({"text": doc}) + "\n"
+                                           for doc in text_documents(cfg.num_text_docs, cfg.seed + 2)))
 
 
 def pil_to_pixels(images: Sequence[Image.Image]) -> np.ndarray:
