@@ -16,25 +16,24 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from liquid_train.training.deepspeed_module import export_to_hf
 from liquid_train.engines.hf_packed import hf_inputs
 from liquid_train.models.builder import arch_from_run_config, build_from_run_config
 from liquid_train.models.hf_conversion import export_model_to_hf, hf_config_dict, save_model_checkpoint
 from liquid_train.parallel import destroy_parallel, initialize_parallel
 from liquid_train.testing.distributed import clean_env, command, run_distributed
-from liquid_train.testing.runs import ensure_tiny_run_data, tiny_run_overrides
+from liquid_train.testing.runs import ensure_tiny_run_data, tiny_run_overrides, wait_for_step
 from liquid_train.training import data_adapter, load_config
-from liquid_train.training.config import ConfigError, validate
 from liquid_train.training.checkpoint import CheckpointError
+from liquid_train.training.config import ConfigError, validate
+from liquid_train.training.deepspeed_module import export_to_hf
 from liquid_train.training.preflight import preflight
-from tools.convert_checkpoint import main as convert_main
 from liquid_train.vocab import LiquidVocab
+from tools.convert_checkpoint import main as convert_main
 
 DRIVER = "liquid_train.testing.train_driver"
 ZERO_TOL = 1e-5
@@ -127,20 +126,6 @@ def test_deepspeed_equals_megatron_from_the_same_weights(tmp_path, data):
     assert meg[-1]["loss"] < meg[0]["loss"] - 0.1  # it trained, so agreement is not two flat curves
 
 
-def _wait_for_step(proc, run_dir, step, timeout=240):
-    path = os.path.join(run_dir, "metrics.jsonl")
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"run exited early ({proc.returncode}):\n{proc.stdout.read()[-3000:]}")
-        if os.path.exists(path):
-            with open(path) as f:
-                steps = [json.loads(line)["step"] for line in f if line.strip().endswith("}")]
-            if steps and max(steps) >= step:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"step {step} not reached in {timeout}s")
-
 
 def test_kill9_and_resume_is_bitwise(tmp_path, data):
     common = DS + ["train.iters=10", "checkpoint.save_interval=5", "checkpoint.keep_last=1", "--data", data.root]
@@ -152,7 +137,7 @@ def test_kill9_and_resume_is_bitwise(tmp_path, data):
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     victim = launch()
-    _wait_for_step(victim, killed, 7)
+    wait_for_step(victim, killed, 7)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     with open(killed / "checkpoints" / "latest") as f:

@@ -250,9 +250,15 @@ def test_launcher_headers_and_syntax():
                      "pretrain_gemma_7b.sh": "1"}
 
 
+ENGINE_OVERRIDES = {"megatron": [], "deepspeed": ["engine=deepspeed", "deepspeed.zero_stage=2"]}
+"""The launcher is the same for both engines (torchrun under srun, then the trainer picks the engine from the config);
+the deepspeed run checks that DeepSpeed's checkpoints take the same signal -> checkpoint -> requeue -> resume path."""
+
+
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_sbatch_run_is_signalled_checkpointed_requeued_and_resumed(cluster, tmp_path):
+@pytest.mark.parametrize("engine", sorted(ENGINE_OVERRIDES))
+def test_sbatch_run_is_signalled_checkpointed_requeued_and_resumed(cluster, tmp_path, engine):
     t0 = time.time()
     from liquid_train.data.testing import make_tiny_tokenizer, tiny_vocab, write_tiny_datasets
 
@@ -276,7 +282,8 @@ def test_sbatch_run_is_signalled_checkpointed_requeued_and_resumed(cluster, tmp_
                  f"data.pairs_path={pairs}", f"data.text_path={text}", "data.seq_length=64",
                  f"train.iters={ITERS}", f"train.global_batch_size={GBS}", f"train.micro_batch_size={GBS}",
                  f"train.eval_interval={ITERS}", f"checkpoint.save_interval={ITERS}", "checkpoint.keep_last=2",
-                 "logging.tensorboard=false", "logging.progress=false", "sampling.interval=0"]
+                 "logging.tensorboard=false", "logging.progress=false", "sampling.interval=0",
+                 *ENGINE_OVERRIDES[engine]]
     # the wrapper's GPU-cluster header, made to fit a 1-node CPU cluster on the command line only
     sub = cluster.run(["sbatch", "--parsable", "--gpus-per-node=0", "--time=10",
                        os.path.join(LAUNCH, "pretrain_0.5b.sh"), *overrides], env=env, cwd=str(submit))
@@ -357,7 +364,7 @@ def test_sbatch_run_is_signalled_checkpointed_requeued_and_resumed(cluster, tmp_
     assert ckpts == [f"iter_{k:07d}", f"iter_{ITERS:07d}"]
     with open(os.path.join(run_dir, "checkpoints", "latest")) as f:
         assert f.read().strip() == f"iter_{ITERS:07d}"
-    print(f"[slurm test] signal at step {k}; " + ", ".join(f"{n} {v:.0f}s" for n, v in marks.items()))
+    print(f"[slurm test] {engine}: signal at step {k}; " + ", ".join(f"{n} {v:.0f}s" for n, v in marks.items()))
 
 
 # ---- launch/encode.sh: the VQ encode as one srun step of one rank per GPU, then build over the merged output ----

@@ -6,11 +6,11 @@ import json
 import os
 import signal
 import subprocess
-import time
 
 import pytest
 
 from liquid_train.testing.distributed import clean_env, command
+from liquid_train.testing.runs import wait_for_step
 
 DRIVER = "liquid_train.testing.train_driver"
 
@@ -29,20 +29,6 @@ def _records(run_dir, kind="train"):
         return [r for r in map(json.loads, f) if r["kind"] == kind]
 
 
-def _wait_for_step(proc, run_dir, step, timeout=240):
-    path = os.path.join(run_dir, "metrics.jsonl")
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"run exited early ({proc.returncode}):\n{proc.stdout.read()[-3000:]}")
-        if os.path.exists(path):
-            with open(path) as f:
-                steps = [json.loads(line)["step"] for line in f if line.strip().endswith("}")]
-            if steps and max(steps) >= step:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"step {step} not reached in {timeout}s")
-
 
 def _finish(proc, timeout=300):
     out, _ = proc.communicate(timeout=timeout)
@@ -58,7 +44,7 @@ def test_kill9_and_resume_reproduces_losses_bitwise(tmp_path):
     _finish(ref)
 
     victim = _launch([f"run_dir={killed}", *common])
-    _wait_for_step(victim, killed, 13)  # past the step-10 checkpoint, mid-way to the next
+    wait_for_step(victim, killed, 13)  # past the step-10 checkpoint, mid-way to the next
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     assert victim.returncode == -signal.SIGKILL
@@ -89,7 +75,7 @@ def test_kill9_and_resume_reproduces_losses_bitwise(tmp_path):
 def test_sigusr1_checkpoints_and_exits_then_nan_steps_are_skipped_and_abort(tmp_path):
     run_dir = str(tmp_path / "preempt")
     proc = _launch([f"run_dir={run_dir}", "train.iters=1000"])
-    _wait_for_step(proc, run_dir, 3)
+    wait_for_step(proc, run_dir, 3)
     proc.send_signal(signal.SIGUSR1)
     _finish(proc, timeout=120)
     last = _records(run_dir)[-1]["step"]

@@ -4,8 +4,10 @@ project's families on them in seconds on a CPU. Trainer tests, parallel-equivale
 this, so what they exercise is the production build path and the production data path."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import time
 import uuid
 from dataclasses import dataclass
 from typing import List
@@ -67,3 +69,21 @@ def tiny_run_overrides(data: TinyRunData, family: str = "qwen2.5", iters: int = 
         "schedule.warmup_steps=2", "logging.wandb_mode=disabled", "logging.tensorboard=false",
         "logging.progress=false",
     ]
+
+
+def wait_for_step(proc, run_dir: str, step: int, timeout: float = 240) -> None:
+    """Block until the run in ``run_dir`` (started as ``proc``) has logged train step ``step`` in its metrics.jsonl;
+    a run that exits first, or a timeout, fails the calling test with the run's output. The kill -9 tests use it to
+    kill at a known point."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"run exited early ({proc.returncode}):\n{proc.stdout.read()[-3000:]}")
+        if os.path.exists(path):
+            with open(path) as f:
+                steps = [json.loads(line)["step"] for line in f if line.strip().endswith("}")]
+            if steps and max(steps) >= step:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"step {step} not reached in {timeout}s")

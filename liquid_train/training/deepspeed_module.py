@@ -43,7 +43,7 @@ from liquid_train.training.config import ConfigError
 from liquid_train.training.loss import STAT_NAMES, liquid_loss, summarize
 from liquid_train.training.optim import build_scheduler
 from liquid_train.training.providers import ModelProvider
-from liquid_train.training.train_module import TrainingAborted
+from liquid_train.training.train_module import TrainingAborted, next_nan_streak
 from liquid_train.vocab import TASK_NAMES, LiquidVocab
 
 logger = logging.getLogger(__name__)
@@ -196,13 +196,7 @@ class DeepSpeedTrainModule:
         if applied:
             self.scheduler.step(increment=1)
             grad_norm = float(self.engine.get_global_grad_norm())
-            self.consecutive_nan = 0
-        else:
-            self.consecutive_nan += 1
-            if self.consecutive_nan >= self.cfg.train.max_consecutive_nan:
-                raise TrainingAborted(
-                    f"loss was not finite for {self.consecutive_nan} steps in a row; lower optimizer.lr, raise "
-                    f"optimizer.z_loss_weight or set optimizer.clip_grad, and resume from the last checkpoint")
+        self.consecutive_nan = next_nan_streak(self.consecutive_nan, applied, self.cfg.train.max_consecutive_nan)
         return {**summary, "grad_norm": grad_norm, "lr": lr, "skipped": not finite}
 
     def evaluate(self, iterators: Dict[str, Iterator], eval_iters: int) -> Dict[str, Any]:

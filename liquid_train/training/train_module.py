@@ -40,6 +40,18 @@ class TrainingAborted(RuntimeError):
     """Raised when training cannot continue (e.g. too many non-finite losses in a row)."""
 
 
+def next_nan_streak(streak: int, finite: bool, limit: int) -> int:
+    """Consecutive non-finite steps after this one (0 after a finite step). Both engines skip a non-finite step
+    and keep going, so one spike does not end a run; ``limit`` in a row (``train.max_consecutive_nan``) does."""
+    if finite:
+        return 0
+    streak += 1
+    if streak >= limit:
+        raise TrainingAborted(f"loss was not finite for {streak} steps in a row; lower optimizer.lr, raise "
+                              f"optimizer.z_loss_weight or set optimizer.clip_grad, and resume from the last checkpoint")
+    return streak
+
+
 def _device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
@@ -170,13 +182,7 @@ class TrainModule:
             ok, grad_norm, _ = self.optimizer.step()
             if ok:
                 self.scheduler.step(increment=1)
-            self.consecutive_nan = 0
-        else:
-            self.consecutive_nan += 1
-            if self.consecutive_nan >= self.cfg.train.max_consecutive_nan:
-                raise TrainingAborted(
-                    f"loss was not finite for {self.consecutive_nan} steps in a row; lower optimizer.lr, raise "
-                    f"optimizer.z_loss_weight or set optimizer.clip_grad, and resume from the last checkpoint")
+        self.consecutive_nan = next_nan_streak(self.consecutive_nan, finite, self.cfg.train.max_consecutive_nan)
         return {**summary, "grad_norm": float(grad_norm) if grad_norm is not None else None, "lr": lr,
                 "skipped": not finite}
 
