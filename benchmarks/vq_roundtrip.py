@@ -28,7 +28,7 @@ import torch
 from data_pipeline.vq import load_vq_tokenizer
 from data_pipeline.vq.checkpoint import save_vqgan
 from data_pipeline.vq_train import VQTrainConfig, build_tiny_model, load_images_from_tars, train_vq
-from liquid_train.quickstart.__main__ import QuickstartConfig, vq_train_config
+from liquid_train.quickstart.config import QuickstartConfig, vq_train_config
 from liquid_train.quickstart.evaluate import autoencoder_scores, build_eval_set, codebook_usage, vq_ceiling
 from liquid_train.quickstart.scene import ATTRIBUTES, GRID
 from liquid_train.quickstart.synthetic import SyntheticConfig, eval_scenes, write_pairs

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from liquid_train.quickstart.analyser import analyse
+from liquid_train.quickstart.config import QuickstartConfig, vq_train_config
 from liquid_train.quickstart.scene import ATTRIBUTES, Scene, all_scenes, caption, parse_caption, score
 from liquid_train.quickstart.synthetic import SyntheticConfig, render, write_pairs, write_text_corpus
 
@@ -84,8 +85,7 @@ def test_vq_train_step_and_checkpoint_loads(tmp_path):
 
 
 def test_kmeans_codebook_and_contrast_weights():
-    from data_pipeline.vq_train import (VQTrainConfig, build_tiny_model, kmeans_codebook, pixel_weights,
-                                        train_vq)
+    from data_pipeline.vq_train import VQTrainConfig, build_tiny_model, kmeans_codebook, pixel_weights, train_vq
 
     torch.manual_seed(0)
     model = build_tiny_model(resolution=16).eval()
@@ -140,8 +140,6 @@ def test_codebook_usage_counts_contents_that_share_a_code():
 def test_quickstart_vq_settings_reach_train_vq():
     """stage_vq and benchmarks/vq_roundtrip.py train with QuickstartConfig's VQ settings, the diagnosed lr included
     (1e-3 trained unstably on the quickstart scenes)."""
-    from liquid_train.quickstart.__main__ import QuickstartConfig, vq_train_config
-
     qs = QuickstartConfig()
     tcfg = vq_train_config(qs)
     assert (tcfg.steps, tcfg.ae_warmup_steps, tcfg.batch_size, tcfg.lr, tcfg.contrast_weight) == (

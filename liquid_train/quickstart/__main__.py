@@ -25,7 +25,6 @@ import glob
 import json
 import os
 import sys
-from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 from rich.markdown import Markdown
@@ -36,16 +35,17 @@ from data_pipeline.vq import load_vq_tokenizer
 from data_pipeline.vq.checkpoint import save_vqgan
 from data_pipeline.vq.model import VQGANConfig
 from data_pipeline.vq.registry import REGISTRY
-from data_pipeline.vq_train import VQTrainConfig, build_tiny_model, load_images_from_tars, train_vq
+from data_pipeline.vq_train import build_tiny_model, load_images_from_tars, train_vq
 from liquid_train.atomic import atomic_write_json, atomic_write_text
 from liquid_train.data.config import I2T_PROMPT, T2I_INSTRUCTIONS
 from liquid_train.models.families import get_model_arch
 from liquid_train.models.vocab_extension import extend_tokenizer, plan_vocab
+from liquid_train.quickstart.config import QuickstartConfig, vq_train_config
 from liquid_train.quickstart.console import CommandFailed, QuickstartConsole
 from liquid_train.quickstart.evaluate import (CFG_SCALES, EvalConfig, build_eval_set, chance_accuracy,
                                               evaluate_exported, vq_ceiling)
 from liquid_train.quickstart.figures import accuracy_vs_loss_figure
-from liquid_train.quickstart.plan import MIX_1_1_1, RUNS, SHORT_RUNS, RunSpec
+from liquid_train.quickstart.plan import MIX_1_1_1, RunSpec
 from liquid_train.quickstart.report import ANSWER_CFG, ANSWER_SCALE, answer_questions, attribute_mean, results_markdown
 from liquid_train.quickstart.scene import GRID, all_scenes, caption
 from liquid_train.quickstart.sizes import BASE_SIZE, FAMILY
@@ -61,44 +61,6 @@ class StageMissing(RuntimeError):
     """A component the quickstart drives is not present in this checkout."""
 
 
-@dataclass
-class QuickstartConfig:
-    out: str = "quickstart_out"
-    short: bool = False
-    num_pairs: int = 3000
-    vq_steps: int = 1600
-    """137 s at the quickstart's 2 threads on the 2-core box (0.09 s/step at batch 8), the stage's ~2.5-minute budget
-    (``benchmarks/vq_roundtrip.py --threads 2``). 780 steps (550 warm-up, the budget at 1 thread) read back 0.63-0.70;
-    1600 read back 0.787 (colour 0.56 -> 1.00, position 0.69 -> 0.83 against the 780-step VQ of the same run)."""
-    vq_warmup_steps: int = 1200
-    """Autoencoder steps before the k-means codebook (see ``data_pipeline.vq_train``). The autoencoder, not the
-    quantiser, limits the round trip: encoder -> decoder alone scored as low as the VQ (0.33 vs 0.32 mean attribute
-    accuracy at 600/400 steps, lr 1e-3; 0.792 vs 0.787 at 1600/1200), so the extra steps go to the warm-up."""
-    vq_lr: float = 4e-4
-    """Not the CLI default 1e-3: on these flat, sparse scenes 1e-3 trains unstably (weighted L1 jumps 0.22 -> 0.85
-    between steps 100 and 200 at batch 4) and 2e-3 / 3e-3 never got past the background in 400 steps. Warm-up
-    autoencoder round trip at 400 / 500 steps: lr 1e-3 0.36 / -, 4e-4 0.45 / 0.48, 2e-4 0.41 / 0.51. Full VQ
-    round trip (780 steps, 550 warm-up): 0.70 (colour 0.62, position 0.81) vs 0.32 before (600 / 400, lr 1e-3)."""
-    vq_batch: int = 8
-    vq_contrast_weight: float = 10.0
-    train_iters: int = 300
-    seq_length: int = 128
-    eval_scenes: int = 48
-    seeds: int = 1
-
-    def shorten(self) -> None:
-        self.short = True
-        self.num_pairs, self.vq_steps, self.vq_warmup_steps, self.train_iters, self.eval_scenes = 300, 4, 2, 8, 8
-
-    @property
-    def specs(self) -> List[RunSpec]:
-        return list(SHORT_RUNS if self.short else RUNS)
-
-    def iters(self, spec: RunSpec) -> int:
-        """Steps of ``spec``, a multiple of 4: validation at every quarter, checkpoints at the half and the end."""
-        return max(4, 4 * int(round(self.train_iters * spec.iter_multiplier / 4)))
-
-
 def _require(path: str, what: str) -> str:
     full = os.path.join(REPO, path)
     if not os.path.exists(full):
@@ -110,12 +72,6 @@ def stage_synthetic(cfg: QuickstartConfig, cell: int) -> None:
     scfg = SyntheticConfig(num_pairs=cfg.num_pairs, cell_size=cell, num_text_docs=cfg.num_pairs)
     write_pairs(scfg, os.path.join(cfg.out, "pairs"))
     write_text_corpus(scfg, os.path.join(cfg.out, "text", "corpus.jsonl"))
-
-
-def vq_train_config(cfg: QuickstartConfig) -> VQTrainConfig:
-    """The quickstart's VQ training settings (``benchmarks/vq_roundtrip.py`` trains with the same)."""
-    return VQTrainConfig(steps=cfg.vq_steps, batch_size=cfg.vq_batch, lr=cfg.vq_lr, log_every=100,
-                         ae_warmup_steps=cfg.vq_warmup_steps, contrast_weight=cfg.vq_contrast_weight)
 
 
 def stage_vq(cfg: QuickstartConfig, con: QuickstartConsole, image_size: int) -> None:
