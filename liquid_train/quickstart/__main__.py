@@ -51,6 +51,7 @@ from liquid_train.quickstart.scene import GRID, all_scenes, caption
 from liquid_train.quickstart.sizes import BASE_SIZE, FAMILY
 from liquid_train.quickstart.stats import linear_fit
 from liquid_train.quickstart.synthetic import SyntheticConfig, eval_scenes, write_pairs, write_text_corpus
+from liquid_train.training.checkpoint import checkpoint_dir, iter_dirname, read_latest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHILD_ENV = {"WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -166,14 +167,15 @@ def run_dir(cfg: QuickstartConfig, spec: RunSpec, seed: int) -> str:
 
 
 def _done(path: str, iters: int) -> bool:
-    latest = os.path.join(path, "checkpoints", "latest")
-    return os.path.exists(latest) and open(latest).read().strip() == f"iter_{iters:07d}"
+    ckpt_dir = checkpoint_dir(path)
+    latest = read_latest(ckpt_dir) if os.path.isdir(ckpt_dir) else None
+    return latest is not None and os.path.basename(latest) == iter_dirname(iters)
 
 
 def stage_train(cfg: QuickstartConfig, con: QuickstartConsole) -> None:
     base_cfg = _require("configs/quickstart/base.yaml", "quickstart run config")
     jobs = [(spec, seed) for seed in range(cfg.seeds) for spec in cfg.specs]
-    for spec, seed in con.progress(jobs, "training", total=len(jobs)):
+    for spec, seed in con.progress(jobs, "training"):
         if not _done(run_dir(cfg, spec, seed), cfg.iters(spec)):  # a finished run is reused, a partial one resumes
             con.run(_train_cmd(cfg, spec, seed, base_cfg), f"train_{spec.run_name(seed)}")
 
@@ -212,13 +214,13 @@ def stage_export_sample(cfg: QuickstartConfig, con: QuickstartConsole, cell: int
     points: List[dict] = []
     jobs = [(spec, seed, when) for seed in range(cfg.seeds) for spec in cfg.specs if spec.mixed
             for when in ("final", "mid")]
-    for spec, seed, when in con.progress(jobs, "export + score", total=len(jobs)):
+    for spec, seed, when in con.progress(jobs, "export + score"):
         name, path = spec.run_name(seed), run_dir(cfg, spec, seed)
         step = cfg.iters(spec) if when == "final" else cfg.iters(spec) // 2
         hf_dir = os.path.join(cfg.out, "exports", name if when == "final" else f"{name}_step{step}")
         if not os.path.exists(os.path.join(hf_dir, "config.json")):
             con.run([sys.executable, convert, "megatron-to-hf", "--ckpt",
-                     os.path.join(path, "checkpoints", f"iter_{step:07d}"), "--out", hf_dir,
+                     os.path.join(checkpoint_dir(path), iter_dirname(step)), "--out", hf_dir,
                      "--tokenizer-dir", os.path.join(cfg.out, "tokenizer")], f"export_{os.path.basename(hf_dir)}")
         scores = evaluate_exported(hf_dir, vq, evalset, os.path.join(cfg.out, "eval", os.path.basename(hf_dir)),
                                    ecfg, CFG_SCALES if when == "final" else (ANSWER_SCALE,), with_i2t=when == "final")

@@ -64,12 +64,12 @@ class QuickstartConsole:
             self.console.print("".join(tail), markup=False, end="")
             raise CommandFailed(f"{label}: exit code {proc.returncode}; full output in {path}")
 
-    def progress(self, items: Iterable, description: str, total: Optional[int] = None) -> Iterator:
+    def progress(self, items: Iterable, description: str) -> Iterator:
         """Yield ``items`` under a progress bar that names the current one (the bar ends with the loop)."""
         items = list(items)
         with Progress(TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       TextColumn("{task.fields[item]}"), console=self.console) as bar:
-            task = bar.add_task(description, total=total or len(items), item="")
+            task = bar.add_task(description, total=len(items), item="")
             for item in items:
                 bar.update(task, item=str(item))
                 yield item
