@@ -65,6 +65,8 @@ def main(argv=None) -> int:
     p.add_argument("--contrast", type=float, default=qs.vq_contrast_weight)
     p.add_argument("--lr", type=float, default=qs.vq_lr)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--edge", type=float, default=None, help="edge-loss weight (default: the quickstart's)")
+    p.add_argument("--schedule", default=None, help="VQ learning-rate schedule (default: the quickstart's)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     write_pairs(SyntheticConfig(num_pairs=args.num_pairs, cell_size=CELL, num_text_docs=args.num_pairs), args.data)
@@ -73,6 +75,10 @@ def main(argv=None) -> int:
         args.steps, args.warmup, args.batch, args.contrast, args.lr)
     tcfg = vq_train_config(qs)
     tcfg.seed = args.seed
+    if args.schedule:
+        tcfg.schedule = args.schedule
+    if args.edge is not None:
+        tcfg.edge_weight = args.edge
     print(f"{len(images)} training images; {tcfg}", flush=True)
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:

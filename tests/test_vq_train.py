@@ -85,3 +85,37 @@ def test_cli_errors_are_one_line(mixed, tmp_path):
     (tmp_path / "file").write_text("x")
     p = subprocess.run(_cmd(mixed, tmp_path / "file"), env=ENV, capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and p.stderr.strip() == f"vq_train: --out {tmp_path / 'file'}: is a file; pass a directory"
+
+
+def test_edge_loss_against_numpy():
+    import torch
+
+    from data_pipeline.vq_train import VQTrainConfig, edge_loss, reconstruction_losses
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((2, 3, 6, 7)), rng.standard_normal((2, 3, 6, 7))
+    want = (np.abs(np.diff(a, axis=3) - np.diff(b, axis=3)).mean()
+            + np.abs(np.diff(a, axis=2) - np.diff(b, axis=2)).mean())
+    got = edge_loss(torch.from_numpy(a), torch.from_numpy(b)).item()
+    assert abs(got - want) < 1e-12
+    # A shift of a flat image's constant changes no difference image: the term sees edges only.
+    assert edge_loss(torch.from_numpy(a + 0.3), torch.from_numpy(a)).item() < 1e-12
+    plain = reconstruction_losses(torch.from_numpy(a), torch.from_numpy(b), VQTrainConfig())
+    weighted = reconstruction_losses(torch.from_numpy(a), torch.from_numpy(b), VQTrainConfig(edge_weight=2.0))
+    assert abs(weighted[0].item() - plain[0].item() - 2.0 * want) < 1e-9 and weighted[1].item() == plain[1].item()
+
+
+def test_cosine_schedule_restarts_for_the_vq_phase():
+    import math
+
+    from data_pipeline.vq_train import VQTrainConfig, lr_at
+    cfg = VQTrainConfig(steps=300, ae_warmup_steps=100, lr=1.0, schedule="cosine", warmup_fraction=0.1,
+                        min_lr_ratio=0.1)
+    assert lr_at(VQTrainConfig(lr=0.5), 7) == 0.5
+    assert lr_at(cfg, 5) == 0.5 and lr_at(cfg, 10) == 1.0          # ramp over 10% of the 100 warm-up steps
+    assert abs(lr_at(cfg, 100) - 0.1) < 1e-12                        # decayed to min at the warm-up's end
+    assert abs(lr_at(cfg, 110) - 0.5) < 1e-12 and lr_at(cfg, 120) == 1.0  # the VQ phase ramps again (20 steps)
+    mid = 120 + (300 - 100 - 20) / 2
+    assert abs(lr_at(cfg, int(mid)) - (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))) < 1e-12
+    assert abs(lr_at(cfg, 300) - 0.1) < 1e-12
+    with pytest.raises(ValueError, match="schedule"):
+        lr_at(VQTrainConfig(schedule="linear"), 1)
