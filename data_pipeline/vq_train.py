@@ -20,7 +20,7 @@ Progress is printed unbuffered (one line per ``--log-every`` steps with the time
 rest), so it shows in a redirected log as it happens.
 
 Usage: ``python -m data_pipeline.vq_train --images DIR_OR_TARS --out DIR [--steps N] [--vq chameleon-vqgan-tiny]
-[--resolution R]``.
+[--resolution R] [--schedule constant|constant_with_warmup|cosine] [--grad-clip C]``.
 """
 from __future__ import annotations
 
@@ -85,26 +85,31 @@ class VQTrainConfig:
     kmeans_images: int = 256
     kmeans_iters: int = 15
     schedule: str = "constant"
-    """``constant`` or ``cosine``: linear warm-up over ``warmup_fraction`` of a phase, then cosine decay to
-    ``min_lr_ratio * lr`` at its end, restarted when the VQ phase begins (a new objective, as a fine-tune is).
-    Constant by default: cosine at lr 1e-3 trained without diverging on the quickstart scenes but ended at L1 0.11
+    """``constant``, ``constant_with_warmup`` or ``cosine`` (the Hugging Face names). The last two ramp linearly
+    over ``warmup_fraction`` of each phase, restarted when the VQ phase begins (a new objective, as a fine-tune is);
+    ``cosine`` then decays to ``min_lr_ratio * lr`` at the phase's end. Constant by default: cosine at lr 1e-3 trained without diverging on the quickstart scenes but ended at L1 0.11
     vs 0.06 and a round trip of 0.56 vs 0.79 for constant 4e-4 (docs/quickstart.md)."""
     warmup_fraction: float = 0.05
     min_lr_ratio: float = 0.05
+    grad_clip: float = 0.0
+    """Max global gradient norm (0: off). Without it the quickstart autoencoder at lr 4e-4 diverged after ~2000
+    steps (L1 0.05 -> 0.37, every attribute lost); docs/quickstart.md."""
 
 
 def lr_at(cfg: VQTrainConfig, step: int) -> float:
     """Learning rate of 1-based ``step``; each phase (autoencoder warm-up, VQ) has its own warm-up and decay."""
     if cfg.schedule == "constant":
         return cfg.lr
-    if cfg.schedule != "cosine":
-        raise ValueError(f"VQ schedule {cfg.schedule!r}; known: constant, cosine")
+    if cfg.schedule not in ("constant_with_warmup", "cosine"):
+        raise ValueError(f"VQ schedule {cfg.schedule!r}; known: constant, constant_with_warmup, cosine")
     warm = min(cfg.ae_warmup_steps, cfg.steps)
     start, length = (0, warm) if step <= warm else (warm, cfg.steps - warm)
     t = step - start
     ramp = max(1, int(round(cfg.warmup_fraction * length)))
     if t <= ramp:
         return cfg.lr * t / ramp
+    if cfg.schedule == "constant_with_warmup":
+        return cfg.lr
     progress = (t - ramp) / max(1, length - ramp)
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
@@ -209,13 +214,19 @@ def reconstruction_losses(recon: torch.Tensor, batch: torch.Tensor, cfg: VQTrain
     return l1, (w * (recon - batch) ** 2).mean()
 
 
+def _update(model: VQModel, opt: torch.optim.Optimizer, loss: torch.Tensor, cfg: VQTrainConfig) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    opt.step()
+
+
 def train_step(model: VQModel, opt: torch.optim.Optimizer, batch: torch.Tensor, cfg: VQTrainConfig) -> dict:
     recon, vq_loss, idx = model(batch)
     l1, l2 = reconstruction_losses(recon, batch, cfg)
     loss = cfg.l1_weight * l1 + cfg.l2_weight * l2 + cfg.vq_weight * vq_loss
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
+    _update(model, opt, loss, cfg)
     return {"loss": loss.item(), "l1": l1.item(), "l2": l2.item(), "vq": vq_loss.item(), "indices": idx.detach()}
 
 
@@ -237,9 +248,7 @@ def autoencoder_step(model: VQModel, opt: torch.optim.Optimizer, batch: torch.Te
     recon = model.decode_latents(model.encode_latents(batch))
     l1, l2 = reconstruction_losses(recon, batch, cfg)
     loss = cfg.l1_weight * l1 + cfg.l2_weight * l2
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
+    _update(model, opt, loss, cfg)
     return {"loss": loss.item(), "l1": l1.item(), "l2": l2.item(), "vq": 0.0}
 
 
@@ -331,6 +340,9 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=VQTrainConfig.lr)
     p.add_argument("--ae-warmup-steps", type=int, default=VQTrainConfig.ae_warmup_steps,
                    help="steps without quantisation first (then a k-means codebook); counted in --steps")
+    p.add_argument("--schedule", default=VQTrainConfig.schedule, choices=("constant", "constant_with_warmup", "cosine"),
+                   help="learning-rate schedule, per phase (see VQTrainConfig.schedule)")
+    p.add_argument("--grad-clip", type=float, default=VQTrainConfig.grad_clip, help="max gradient norm (0: off)")
     p.add_argument("--max-images", type=int, default=None)
     p.add_argument("--log-every", type=int, default=VQTrainConfig.log_every)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: the cores this process has)")
@@ -352,7 +364,8 @@ def main(argv=None) -> int:
     say(f"[vq_train] {len(images)} images of {resolution}x{resolution}" + (f", rejected {rejected}" if rejected else ""))
     model = build_tiny_model(args.vq, resolution)
     cfg = VQTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                        ae_warmup_steps=args.ae_warmup_steps, log_every=args.log_every)
+                        ae_warmup_steps=args.ae_warmup_steps, log_every=args.log_every, schedule=args.schedule,
+                        grad_clip=args.grad_clip)
     result = train_vq(images, model, cfg)
     save_vqgan(model, args.out)
     say(f"[vq_train] saved {args.out} after {result['seconds']:.1f}s")

@@ -119,3 +119,28 @@ def test_cosine_schedule_restarts_for_the_vq_phase():
     assert abs(lr_at(cfg, 300) - 0.1) < 1e-12
     with pytest.raises(ValueError, match="schedule"):
         lr_at(VQTrainConfig(schedule="linear"), 1)
+
+
+def test_constant_with_warmup_ramps_each_phase_then_holds():
+    from data_pipeline.vq_train import VQTrainConfig, lr_at
+    cfg = VQTrainConfig(steps=300, ae_warmup_steps=100, lr=1.0, schedule="constant_with_warmup", warmup_fraction=0.1)
+    assert [lr_at(cfg, s) for s in (5, 10, 60, 100)] == [0.5, 1.0, 1.0, 1.0]
+    assert [lr_at(cfg, s) for s in (110, 120, 300)] == [0.5, 1.0, 1.0]  # the VQ phase ramps again over its 20
+
+
+def test_grad_clip_bounds_the_global_norm_of_each_update():
+    """With plain SGD the step is lr * grad, so the parameter change measures the (clipped) gradient norm."""
+    import torch
+
+    from data_pipeline.vq_train import VQTrainConfig, _update
+    torch.manual_seed(0)
+    model = torch.nn.Linear(8, 8)
+    x = 100 * torch.randn(16, 8)
+    norms = []
+    for clip in (0.0, 0.5):
+        m = torch.nn.Linear(8, 8)
+        m.load_state_dict(model.state_dict())
+        before = torch.cat([p.detach().flatten().clone() for p in m.parameters()])
+        _update(m, torch.optim.SGD(m.parameters(), lr=1.0), m(x).pow(2).mean(), VQTrainConfig(grad_clip=clip))
+        norms.append(float((torch.cat([p.detach().flatten() for p in m.parameters()]) - before).norm()))
+    assert norms[0] > 10 and abs(norms[1] - 0.5) < 1e-4
