@@ -30,7 +30,7 @@ import torch
 
 from data_pipeline.vq import load_vq_tokenizer
 from data_pipeline.vq.checkpoint import save_vqgan
-from data_pipeline.vq_train import VQTrainConfig, build_tiny_model, load_images_from_tars, train_vq
+from data_pipeline.vq_train import SCHEDULES, VQTrainConfig, build_tiny_model, load_images_from_tars, train_vq
 from liquid_train.quickstart.config import QuickstartConfig, vq_train_config
 from liquid_train.quickstart.evaluate import autoencoder_scores, build_eval_set, codebook_usage, vq_ceiling
 from liquid_train.quickstart.probe import latent_probe
@@ -71,7 +71,8 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=qs.vq_lr)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--edge", type=float, default=None, help="edge-loss weight (default: the quickstart's)")
-    p.add_argument("--schedule", default=None, help="VQ learning-rate schedule (default: the quickstart's)")
+    p.add_argument("--schedule", default=None, choices=SCHEDULES,
+                   help="VQ learning-rate schedule (default: the quickstart's)")
     p.add_argument("--clip", type=float, default=None, help="max gradient norm, 0 off (default: the quickstart's)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -96,10 +97,10 @@ def main(argv=None) -> int:
     print(f"autoencoder (no quantisation) round trip: {_fmt(r['ae'])}")
     print(f"VQ round trip:                            {_fmt(r['vq'])}")
     print(f"codebook usage on the 48 eval scenes: {r['usage']}")
-    p = r["probe"]
-    print(f"5-NN probe at {p['cells']} shape cells (chance kind 0.33, colour 0.20): encoder latent kind "
-          f"{p['kind']:.2f} colour {p['colour']:.2f}; raw cell pixels kind {p['pixels_kind']:.2f} "
-          f"colour {p['pixels_colour']:.2f}")
+    probe = r["probe"]
+    print(f"5-NN probe at {probe['cells']} shape cells (chance kind 0.33, colour 0.20): encoder latent kind "
+          f"{probe['kind']:.2f} colour {probe['colour']:.2f}; raw cell pixels kind {probe['pixels_kind']:.2f} "
+          f"colour {probe['pixels_colour']:.2f}")
     return 0
 
 

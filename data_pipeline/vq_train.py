@@ -54,6 +54,9 @@ say = functools.partial(print, flush=True)
 """Console progress, flushed at once: block-buffered into a redirected log it would appear only at the end."""
 
 
+SCHEDULES = ("constant", "constant_with_warmup", "cosine")
+
+
 @dataclass
 class VQTrainConfig:
     steps: int = 300
@@ -85,10 +88,11 @@ class VQTrainConfig:
     kmeans_images: int = 256
     kmeans_iters: int = 15
     schedule: str = "constant"
-    """``constant``, ``constant_with_warmup`` or ``cosine`` (the Hugging Face names). The last two ramp linearly
-    over ``warmup_fraction`` of each phase, restarted when the VQ phase begins (a new objective, as a fine-tune is);
-    ``cosine`` then decays to ``min_lr_ratio * lr`` at the phase's end. Constant by default: cosine at lr 1e-3 trained without diverging on the quickstart scenes but ended at L1 0.11
-    vs 0.06 and a round trip of 0.56 vs 0.79 for constant 4e-4 (docs/quickstart.md)."""
+    """One of ``SCHEDULES`` (the Hugging Face names). The last two ramp linearly over ``warmup_fraction`` of each
+    phase, restarted when the VQ phase begins (a new objective, as a fine-tune is); ``cosine`` then decays to
+    ``min_lr_ratio * lr`` at the phase's end. Constant by default: cosine at lr 1e-3 trained without diverging on
+    the quickstart scenes but ended at L1 0.11 vs 0.06 and a round trip of 0.56 vs 0.79 for constant 4e-4
+    (docs/quickstart.md)."""
     warmup_fraction: float = 0.05
     min_lr_ratio: float = 0.05
     grad_clip: float = 0.0
@@ -100,8 +104,8 @@ def lr_at(cfg: VQTrainConfig, step: int) -> float:
     """Learning rate of 1-based ``step``; each phase (autoencoder warm-up, VQ) has its own warm-up and decay."""
     if cfg.schedule == "constant":
         return cfg.lr
-    if cfg.schedule not in ("constant_with_warmup", "cosine"):
-        raise ValueError(f"VQ schedule {cfg.schedule!r}; known: constant, constant_with_warmup, cosine")
+    if cfg.schedule not in SCHEDULES:
+        raise ValueError(f"VQ schedule {cfg.schedule!r}; known: {', '.join(SCHEDULES)}")
     warm = min(cfg.ae_warmup_steps, cfg.steps)
     start, length = (0, warm) if step <= warm else (warm, cfg.steps - warm)
     t = step - start
@@ -340,7 +344,7 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=VQTrainConfig.lr)
     p.add_argument("--ae-warmup-steps", type=int, default=VQTrainConfig.ae_warmup_steps,
                    help="steps without quantisation first (then a k-means codebook); counted in --steps")
-    p.add_argument("--schedule", default=VQTrainConfig.schedule, choices=("constant", "constant_with_warmup", "cosine"),
+    p.add_argument("--schedule", default=VQTrainConfig.schedule, choices=SCHEDULES,
                    help="learning-rate schedule, per phase (see VQTrainConfig.schedule)")
     p.add_argument("--grad-clip", type=float, default=VQTrainConfig.grad_clip, help="max gradient norm (0: off)")
     p.add_argument("--max-images", type=int, default=None)
