@@ -34,6 +34,7 @@ from transformers import PreTrainedTokenizerFast
 from data_pipeline.vq import load_vq_tokenizer
 from data_pipeline.vq.checkpoint import save_vqgan
 from data_pipeline.vq.model import VQGANConfig
+from data_pipeline.threads import available_cores
 from data_pipeline.vq.registry import REGISTRY
 from data_pipeline.vq_train import build_tiny_model, load_images_from_tars, train_vq
 from liquid_train.atomic import atomic_write_json, atomic_write_text
@@ -45,7 +46,7 @@ from liquid_train.quickstart.console import CommandFailed, QuickstartConsole
 from liquid_train.quickstart.evaluate import (CFG_SCALES, EvalConfig, build_eval_set, chance_accuracy,
                                               evaluate_exported, vq_ceiling)
 from liquid_train.quickstart.figures import accuracy_vs_loss_figure
-from liquid_train.quickstart.plan import MIX_1_1_1, RunSpec
+from liquid_train.quickstart.plan import MIX_1_1_1, RunSpec, process_slots
 from liquid_train.quickstart.report import ANSWER_CFG, ANSWER_SCALE, answer_questions, attribute_mean, results_markdown
 from liquid_train.quickstart.scene import GRID, all_scenes, caption
 from liquid_train.quickstart.sizes import BASE_SIZE, FAMILY
@@ -172,12 +173,18 @@ def _done(path: str, iters: int) -> bool:
     return latest is not None and os.path.basename(latest) == iter_dirname(iters)
 
 
-def stage_train(cfg: QuickstartConfig, con: QuickstartConsole) -> None:
+def stage_train(cfg: QuickstartConfig, con: QuickstartConsole, vocab_rows: int) -> None:
+    """Every run of every seed; a finished run is reused, a partial one resumes. Runs train several at once, one
+    per core, longest first (``plan.process_slots``), so the last to start are the shortest."""
     base_cfg = _require("configs/quickstart/base.yaml", "quickstart run config")
-    jobs = [(spec, seed) for seed in range(cfg.seeds) for spec in cfg.specs]
-    for spec, seed in con.progress(jobs, "training"):
-        if not _done(run_dir(cfg, spec, seed), cfg.iters(spec)):  # a finished run is reused, a partial one resumes
-            con.run(_train_cmd(cfg, spec, seed, base_cfg), f"train_{spec.run_name(seed)}")
+    todo = [(spec, seed) for seed in range(cfg.seeds) for spec in cfg.specs
+            if not _done(run_dir(cfg, spec, seed), cfg.iters(spec))]
+    todo.sort(key=lambda job: -job[0].cost(cfg.iters(job[0]), cfg.seq_length, vocab_rows))
+    workers, threads = process_slots(available_cores(), len(todo))
+    if todo:
+        con.note(f"{len(todo)} runs, {workers} at a time with {threads} torch thread(s) each")
+    con.run_parallel([(_train_cmd(cfg, spec, seed, base_cfg), f"train_{spec.run_name(seed)}") for spec, seed in todo],
+                     workers, "training", env={"OMP_NUM_THREADS": str(threads)})
 
 
 def stage_scaling(cfg: QuickstartConfig, con: QuickstartConsole) -> None:
@@ -214,14 +221,27 @@ def stage_export_sample(cfg: QuickstartConfig, con: QuickstartConsole, cell: int
     points: List[dict] = []
     jobs = [(spec, seed, when) for seed in range(cfg.seeds) for spec in cfg.specs if spec.mixed
             for when in ("final", "mid")]
-    for spec, seed, when in con.progress(jobs, "export + score"):
-        name, path = spec.run_name(seed), run_dir(cfg, spec, seed)
+
+    def where(spec: RunSpec, seed: int, when: str):
         step = cfg.iters(spec) if when == "final" else cfg.iters(spec) // 2
-        hf_dir = os.path.join(cfg.out, "exports", name if when == "final" else f"{name}_step{step}")
+        name = spec.run_name(seed)
+        return step, os.path.join(cfg.out, "exports", name if when == "final" else f"{name}_step{step}")
+
+    # Exports first, several at once: each is a converter process that spends most of its ~6 s importing on one
+    # core, so on two cores two at a time halve the stage's export time.
+    exports = []
+    for spec, seed, when in jobs:
+        step, hf_dir = where(spec, seed, when)
         if not os.path.exists(os.path.join(hf_dir, "config.json")):
-            con.run([sys.executable, convert, "megatron-to-hf", "--ckpt",
-                     os.path.join(checkpoint_dir(path), iter_dirname(step)), "--out", hf_dir,
-                     "--tokenizer-dir", os.path.join(cfg.out, "tokenizer")], f"export_{os.path.basename(hf_dir)}")
+            exports.append(([sys.executable, convert, "megatron-to-hf", "--ckpt",
+                             os.path.join(checkpoint_dir(run_dir(cfg, spec, seed)), iter_dirname(step)),
+                             "--out", hf_dir, "--tokenizer-dir", os.path.join(cfg.out, "tokenizer")],
+                            f"export_{os.path.basename(hf_dir)}"))
+    workers, threads = process_slots(available_cores(), len(exports))
+    con.run_parallel(exports, workers, "export", env={"OMP_NUM_THREADS": str(threads)})
+    for spec, seed, when in con.progress(jobs, "score"):
+        name, path = spec.run_name(seed), run_dir(cfg, spec, seed)
+        step, hf_dir = where(spec, seed, when)
         scores = evaluate_exported(hf_dir, vq, evalset, os.path.join(cfg.out, "eval", os.path.basename(hf_dir)),
                                    ecfg, CFG_SCALES if when == "final" else (ANSWER_SCALE,), with_i2t=when == "final")
         if when == "final":
@@ -314,7 +334,7 @@ def main(argv=None) -> int:
         with con.stage("encode + build", STAGES):
             stage_data(cfg, con, image_size)
         with con.stage("mix-pretraining", STAGES):
-            stage_train(cfg, con)
+            stage_train(cfg, con, vq_cfg.n_embed + get_model_arch(FAMILY, BASE_SIZE).vocab_size)
         with con.stage("scaling fits", STAGES):
             stage_scaling(cfg, con)
         with con.stage("HF export + T2I/I2T sampling", STAGES):

@@ -12,7 +12,7 @@ import logging
 import os
 import subprocess
 import time
-from typing import Dict, Iterable, Iterator, Optional, Sequence
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -52,17 +52,55 @@ class QuickstartConsole:
 
     def run(self, cmd: Sequence[str], label: str) -> None:
         """Run ``cmd`` in the repo with its output in ``logs/<label>.log``; a failure raises with the log's tail."""
+        proc, path = self._start(cmd, label, {})
+        self._check(proc.wait(), label, path)
+
+    def run_parallel(self, jobs: Sequence[Tuple[Sequence[str], str]], workers: int, description: str,
+                     env: Optional[Dict[str, str]] = None, poll_s: float = 0.5) -> None:
+        """Run ``(cmd, label)`` jobs, at most ``workers`` at once, in the order given, under one progress bar that
+        names the running jobs. ``env`` is added to each child's environment (its thread count). A failed job lets
+        the running ones finish, starts no more, then raises with the failed log's tail."""
+        pending: List[Tuple[Sequence[str], str]] = list(jobs)
+        running: List[Tuple[subprocess.Popen, str, str]] = []
+        failed: Optional[Tuple[int, str, str]] = None
+        with Progress(TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TextColumn("{task.fields[item]}"), console=self.console) as bar:
+            task = bar.add_task(description, total=len(pending), item="")
+            while pending or running:
+                while pending and failed is None and len(running) < max(1, workers):
+                    cmd, label = pending.pop(0)
+                    running.append((*self._start(cmd, label, env or {}), label))
+                bar.update(task, item=", ".join(label for *_, label in running))
+                time.sleep(poll_s)
+                for job in list(running):
+                    proc, path, label = job
+                    if proc.poll() is None:
+                        continue
+                    running.remove(job)
+                    bar.advance(task)
+                    if proc.returncode != 0 and failed is None:
+                        failed = (proc.returncode, label, path)
+                if failed is not None and not running:
+                    break
+            bar.update(task, item="")
+        if failed is not None:
+            self._check(*failed)
+
+    def _start(self, cmd: Sequence[str], label: str, env: Dict[str, str]) -> Tuple[subprocess.Popen, str]:
         path = os.path.join(self.log_dir, f"{label}.log")
-        env = dict(os.environ, **self.env)
         with open(path, "a") as log:
             log.write("$ " + " ".join(cmd) + "\n")
             log.flush()
-            proc = subprocess.run(list(cmd), cwd=self.repo, env=env, stdout=log, stderr=subprocess.STDOUT)
-        if proc.returncode != 0:
+            proc = subprocess.Popen(list(cmd), cwd=self.repo, env=dict(os.environ, **self.env, **env), stdout=log,
+                                    stderr=subprocess.STDOUT)
+        return proc, path
+
+    def _check(self, returncode: int, label: str, path: str) -> None:
+        if returncode != 0:
             with open(path) as f:
                 tail = f.readlines()[-TAIL_LINES:]
             self.console.print("".join(tail), markup=False, end="")
-            raise CommandFailed(f"{label}: exit code {proc.returncode}; full output in {path}")
+            raise CommandFailed(f"{label}: exit code {returncode}; full output in {path}")
 
     def progress(self, items: Iterable, description: str) -> Iterator:
         """Yield ``items`` under a progress bar that names the current one (the bar ends with the loop)."""

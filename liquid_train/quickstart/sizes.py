@@ -7,7 +7,10 @@ the process; the checkpoints record the architecture, so the converter and the s
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Dict, List
+
+from liquid_train.models.families import ModelArch, get_model_arch
 
 QUICKSTART_SIZES: Dict[str, dict] = {
     "qs-s": dict(num_layers=2, hidden_size=48, ffn_hidden_size=96, num_attention_heads=4, num_query_groups=2,
@@ -27,3 +30,10 @@ def arch_overrides(size: str) -> List[str]:
         raise ValueError(f"quickstart size {size!r}; known: {sorted(QUICKSTART_SIZES)}")
     fields = dict(QUICKSTART_SIZES[size], size=size)
     return [f"model.family={FAMILY}", f"model.size={BASE_SIZE}", *(f"model.arch.{k}={v}" for k, v in fields.items())]
+
+
+def size_arch(size: str) -> ModelArch:
+    """The architecture the trainer builds for quickstart size ``size`` (the family's tiny shape, overridden)."""
+    if size not in QUICKSTART_SIZES:
+        raise ValueError(f"quickstart size {size!r}; known: {sorted(QUICKSTART_SIZES)}")
+    return replace(get_model_arch(FAMILY, BASE_SIZE), size=size, **QUICKSTART_SIZES[size])
