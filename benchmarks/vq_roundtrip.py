@@ -10,6 +10,9 @@ Also printed, because they tell *why* a round trip fails:
   * a nearest-neighbour probe of kind and colour from the encoder latent at each shape cell, beside the same probe
     on the cell's raw pixels (``liquid_train.quickstart.probe``): a kind the latent does not carry is the
     encoder's loss, which no decoder or codebook can undo;
+  * what the codes of empty cells far from every shape say about the scene (``probe.empty_cell_leak`` over all
+    675 scenes): mutual information with the shapes' colour and count, against each one's entropy. A code that
+    announces shapes elsewhere is one a T2I model must learn to write before it draws the shape;
   * codes per distinct cell content (a content mapped to several codes is fine; several contents sharing one
     code is what loses colour / kind);
   * VQ training time at the threads given (the quickstart budget is measured at 1 thread).
@@ -33,8 +36,8 @@ from data_pipeline.vq.checkpoint import save_vqgan
 from data_pipeline.vq_train import SCHEDULES, VQTrainConfig, build_tiny_model, load_images_from_tars, train_vq
 from liquid_train.quickstart.config import QuickstartConfig, vq_train_config
 from liquid_train.quickstart.evaluate import autoencoder_scores, build_eval_set, codebook_usage, vq_ceiling
-from liquid_train.quickstart.probe import latent_probe
-from liquid_train.quickstart.scene import ATTRIBUTES, GRID
+from liquid_train.quickstart.probe import empty_cell_leak, latent_probe
+from liquid_train.quickstart.scene import ATTRIBUTES, GRID, all_scenes
 from liquid_train.quickstart.synthetic import SyntheticConfig, eval_scenes, write_pairs
 
 CELL = 8
@@ -51,8 +54,9 @@ def run(images: np.ndarray, tcfg: VQTrainConfig, out_dir: str, log=print) -> dic
     save_vqgan(model, out_dir)
     vq = load_vq_tokenizer(out_dir)
     evalset = build_eval_set(vq, eval_scenes(48), CELL)
+    every = build_eval_set(vq, all_scenes(), CELL)
     return {"seconds": result["seconds"], "ae": autoencoder_scores(model, evalset), "vq": vq_ceiling(vq, evalset),
-            "usage": codebook_usage(evalset),
+            "usage": codebook_usage(evalset), "leak": empty_cell_leak(every.scenes, every.codes),
             "probe": latent_probe(model, CELL), "final_l1": float(np.mean([h["l1"] for h in result["history"][-20:]]))}
 
 
@@ -101,6 +105,11 @@ def main(argv=None) -> int:
     print(f"5-NN probe at {probe['cells']} shape cells (chance kind 0.33, colour 0.20): encoder latent kind "
           f"{probe['kind']:.2f} colour {probe['colour']:.2f}; raw cell pixels kind {probe['pixels_kind']:.2f} "
           f"colour {probe['pixels_colour']:.2f}")
+    leak = r["leak"]
+    print(f"empty cells far from every shape ({leak['far_cells']} over the 675 scenes, {leak['far_codes']} distinct "
+          f"codes; {leak['empty_codes']} codes on empty cells, {leak['shape_codes']} on shape cells): MI with the "
+          f"shapes' colour {leak['mi_colour']:.2f} of {leak['entropy_colour']:.2f} nats, count "
+          f"{leak['mi_count']:.2f} of {leak['entropy_count']:.2f}")
     return 0
 
 

@@ -1,9 +1,14 @@
 """The latent probe that located the quickstart VQ's kind failure: its k-NN against a brute-force count, and the
-probe against encoders whose latents are known to carry everything (the raw pixels) or nothing (zeros)."""
+probe against encoders whose latents are known to carry everything (the raw pixels) or nothing (zeros); the
+mutual information of empty cells' codes with the scene against scipy's entropies and codes built to leak or not."""
 import numpy as np
+import pytest
 import torch
+from scipy.stats import entropy
 
-from liquid_train.quickstart.probe import ProbeConfig, knn_probe_accuracy, latent_probe
+from liquid_train.quickstart.probe import (ProbeConfig, empty_cell_leak, knn_probe_accuracy, latent_probe,
+                                           mutual_information)
+from liquid_train.quickstart.scene import COLOURS, GRID, all_scenes
 
 
 def _brute_force_knn(features, labels, k, train_fraction, seed):
@@ -53,3 +58,33 @@ def test_probe_reads_kind_from_pixels_and_nothing_from_zeros():
     zeros = latent_probe(_Zeros(), 8, cfg)
     assert zeros["cells"] == raw["cells"] > 2500
     assert zeros["kind"] < 0.45 and zeros["colour"] < 0.3 and zeros["pixels_kind"] == raw["pixels_kind"]
+
+
+def test_mutual_information_matches_scipy_entropies():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 4, 500)
+    b = (a + rng.integers(0, 2, 500)) % 5
+    pair = a * 10 + b
+    h = lambda x: entropy(np.unique(x, return_counts=True)[1])  # noqa: E731
+    assert mutual_information(a, b) == pytest.approx(h(a) + h(b) - h(pair), abs=1e-12)
+    assert mutual_information(a, a) == pytest.approx(h(a), abs=1e-12)
+    assert mutual_information(a, np.zeros(500)) == pytest.approx(0.0, abs=1e-12)
+    assert mutual_information(["x", "y", "x"], [1, 2, 1]) == pytest.approx(h(np.array([0, 1, 0])))
+
+
+def test_empty_cell_leak_sees_codes_that_announce_the_colour():
+    scenes = all_scenes()
+    colour_index = {c: i for i, c in enumerate(COLOURS)}
+    local = np.zeros((len(scenes), GRID * GRID), dtype=np.int64)  # empty cells: one code; shapes: another
+    leaky = np.zeros_like(local)  # empty cells: a code per shape colour, as a whole-image encoder can give
+    for i, s in enumerate(scenes):
+        for r, c in s.cells():
+            local[i, r * GRID + c] = leaky[i, r * GRID + c] = 100
+        leaky[i][local[i] != 100] = colour_index[s.colour]
+    clean, leak = empty_cell_leak(scenes, local), empty_cell_leak(scenes, leaky)
+    assert clean["mi_colour"] == pytest.approx(0.0, abs=1e-12) and clean["far_codes"] == 1
+    assert leak["mi_colour"] == pytest.approx(leak["entropy_colour"]) and leak["entropy_colour"] == pytest.approx(
+        np.log(len(COLOURS)))
+    assert leak["mi_count"] == pytest.approx(0.0, abs=1e-9)  # colour is independent of which cells are far
+    assert leak["empty_codes"] == len(COLOURS) and leak["shape_codes"] == 1
+    assert leak["far_cells"] == clean["far_cells"] > 0

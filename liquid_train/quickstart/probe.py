@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 import numpy as np
 import torch
 from scipy.spatial.distance import cdist
 
-from liquid_train.quickstart.scene import COLOURS, KINDS
+from liquid_train.quickstart.scene import COLOURS, GRID, KINDS, Scene
 from liquid_train.quickstart.synthetic import pil_to_pixels, render, sample_scenes
 
 
@@ -82,4 +82,52 @@ def latent_probe(model, cell_size: int, cfg: ProbeConfig = ProbeConfig()) -> Dic
         for name, labels in (("kind", kinds), ("colour", colours)):
             out[prefix + name] = knn_probe_accuracy(x, np.asarray(labels), cfg.neighbours, cfg.train_fraction,
                                                     cfg.seed)
+    return out
+
+
+def mutual_information(a: Sequence, b: Sequence) -> float:
+    """Plug-in mutual information (nats) between two paired label sequences: sum p(x,y) log p(x,y) / p(x)p(y)."""
+    _, ia = np.unique(np.asarray(a), return_inverse=True)
+    _, ib = np.unique(np.asarray(b), return_inverse=True)
+    joint = np.zeros((ia.max() + 1, ib.max() + 1))
+    np.add.at(joint, (ia, ib), 1.0)
+    joint /= joint.sum()
+    outer = joint.sum(axis=1, keepdims=True) * joint.sum(axis=0, keepdims=True)
+    nz = joint > 0
+    return float(np.sum(joint[nz] * np.log(joint[nz] / outer[nz])))
+
+
+def empty_cell_leak(scenes: Sequence[Scene], codes: np.ndarray) -> Dict[str, float]:
+    """What the codes of empty cells far from every shape (no shape in their 3x3 neighbourhood) say about the scene.
+
+    Why: such a cell's pixels are plain background, so a code that only encoded its own cell would carry nothing
+    about the shapes. The taming encoder's GroupNorm (image-wide statistics) and mid-block attention let every code
+    see the whole image, so an empty cell's code can announce the colour or count of shapes elsewhere. Under
+    teacher forcing a T2I model then reads the scene from codes it will have to write itself when it generates
+    (docs/quickstart.md, "Why T2I position fails"). Returns MI (nats) of those codes with colour, count and
+    position, each attribute's entropy over the same cells (the most there is to leak), and how many distinct codes
+    the empty and the shape cells use. ``codes``: [n, GRID*GRID] in raster order. Colour is independent of which
+    cells are far, so its MI is leak alone; count and position decide which cells are far, so a code that only
+    told border cells from inner ones would show some MI with them too."""
+    far_codes: List[int] = []
+    far_scenes: List[Scene] = []
+    empty_codes, shape_codes = set(), set()
+    for scene, grid in zip(scenes, np.asarray(codes).reshape(len(scenes), GRID, GRID)):
+        cells = set(scene.cells())
+        for r in range(GRID):
+            for c in range(GRID):
+                code = int(grid[r, c])
+                if (r, c) in cells:
+                    shape_codes.add(code)
+                    continue
+                empty_codes.add(code)
+                if not any(abs(r - a) <= 1 and abs(c - b) <= 1 for a, b in cells):
+                    far_codes.append(code)
+                    far_scenes.append(scene)
+    out: Dict[str, float] = {"far_cells": len(far_codes), "far_codes": len(set(far_codes)),
+                             "empty_codes": len(empty_codes), "shape_codes": len(shape_codes)}
+    for attr in ("colour", "count", "position"):
+        values = [getattr(s, attr) for s in far_scenes]
+        out[f"mi_{attr}"] = mutual_information(far_codes, values)
+        out[f"entropy_{attr}"] = mutual_information(values, values)
     return out
