@@ -6,12 +6,11 @@ Needs a quickstart output directory whose data stages are done (``python -m liqu
 builds it; any finished or partial run there is left alone: these runs go to a temporary directory).
 
 Usage: PYTHONPATH=. python benchmarks/quickstart_parallel_runs.py --out quickstart_out [--size qs-l] [--steps 100]
+(runs the two seeds 0 and 1; ``--seed``/``--work`` are not used)
 """
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import tempfile
 import time
 
@@ -20,7 +19,6 @@ from liquid_train.quickstart import __main__ as driver
 from liquid_train.quickstart.config import QuickstartConfig
 from liquid_train.quickstart.console import QuickstartConsole
 from liquid_train.quickstart.plan import MIX_1_1_1, RunSpec, process_slots
-from liquid_train.quickstart.sizes import QUICKSTART_SIZES
 
 
 def _commands(cfg: QuickstartConfig, size: str, steps: int, root: str, tag: str):
@@ -29,22 +27,13 @@ def _commands(cfg: QuickstartConfig, size: str, steps: int, root: str, tag: str)
     base_cfg = os.path.join(driver.REPO, "configs", "quickstart", "base.yaml")
     jobs = []
     for seed in (0, 1):
-        cmd = driver._train_cmd(cfg, spec, seed, base_cfg)
-        cmd = [f"run_dir={os.path.join(root, tag, str(seed))}" if c.startswith("run_dir=") else c for c in cmd]
-        jobs.append((cmd, f"bench_{tag}_seed{seed}"))
+        jobs.append((driver._train_cmd(cfg, spec, seed, base_cfg, os.path.join(root, tag, str(seed))),
+                     f"bench_{tag}_seed{seed}"))
     return jobs
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="quickstart_out", help="a quickstart output directory with its data built")
-    p.add_argument("--size", default="qs-l", choices=sorted(QUICKSTART_SIZES))
-    p.add_argument("--steps", type=int, default=100)
-    args = p.parse_args(argv)
-    if not os.path.exists(os.path.join(args.out, "data", "pairs.meta.json")):
-        print(f"quickstart_parallel_runs: --out {args.out}: no built data (data/pairs.meta.json); run "
-              f"python -m liquid_train.quickstart --out {args.out} first", file=sys.stderr)
-        return 2
+    args = driver.run_benchmark_args(__doc__.splitlines()[0], 100, argv)
     cores = available_cores()
     workers, threads = process_slots(cores, 2)
     cfg = QuickstartConfig(out=args.out)

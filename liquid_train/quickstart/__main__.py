@@ -49,7 +49,7 @@ from liquid_train.quickstart.figures import accuracy_vs_loss_figure
 from liquid_train.quickstart.plan import MIX_1_1_1, RunSpec, process_slots
 from liquid_train.quickstart.report import ANSWER_CFG, ANSWER_SCALE, answer_questions, attribute_mean, results_markdown
 from liquid_train.quickstart.scene import GRID, all_scenes, caption
-from liquid_train.quickstart.sizes import BASE_SIZE, FAMILY
+from liquid_train.quickstart.sizes import BASE_SIZE, FAMILY, QUICKSTART_SIZES
 from liquid_train.quickstart.stats import linear_fit
 from liquid_train.quickstart.synthetic import SyntheticConfig, eval_scenes, write_pairs, write_text_corpus
 from liquid_train.training.checkpoint import checkpoint_dir, iter_dirname, read_latest
@@ -152,15 +152,34 @@ def stage_data(cfg: QuickstartConfig, con: QuickstartConsole, image_size: int) -
                  "-o", os.path.join(out, "data", "text"), "--no-progress"], "build_text")
 
 
-def _train_cmd(cfg: QuickstartConfig, spec: RunSpec, seed: int, base_cfg: str) -> List[str]:
+def _train_cmd(cfg: QuickstartConfig, spec: RunSpec, seed: int, base_cfg: str,
+               path: Optional[str] = None) -> List[str]:
+    """The trainer command of ``spec`` at ``seed`` on ``cfg.out``'s data, into ``path`` (default: its run dir)."""
     out = os.path.abspath(cfg.out)
     iters = cfg.iters(spec)
     vocab = f"{out}/vocab/liquid_vocab.json"
-    return [sys.executable, "-m", "liquid_train.cli", "--config", base_cfg, f"run_dir={run_dir(cfg, spec, seed)}",
+    return [sys.executable, "-m", "liquid_train.cli", "--config", base_cfg,
+            f"run_dir={path or run_dir(cfg, spec, seed)}",
             *spec.overrides(seed), f"model.vocab={vocab}", f"data.vocab={vocab}", f"data.tokenizer={out}/tokenizer",
             f"data.pairs_path={out}/data/pairs", f"data.text_path={out}/data/text",
             f"data.seq_length={cfg.seq_length}", f"train.iters={iters}", f"train.eval_interval={iters // 4}",
             f"checkpoint.save_interval={iters // 2}", "checkpoint.keep_last=2"]
+
+
+def run_benchmark_args(description: str, steps: int, argv=None) -> argparse.Namespace:
+    """``--out --size --steps`` of the benchmarks that train quickstart runs on a built output directory; a
+    directory without built data exits 2 with one line saying how to build it."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--out", default="quickstart_out", help="a quickstart output directory with its data built")
+    p.add_argument("--size", default="qs-l", choices=sorted(QUICKSTART_SIZES))
+    p.add_argument("--steps", type=int, default=steps)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--work", default=None, help="where runs and copies go (default: a temporary directory)")
+    args = p.parse_args(argv)
+    if not os.path.exists(os.path.join(args.out, "data", "pairs.meta.json")):
+        p.exit(2, f"{p.prog}: --out {args.out}: no built data (data/pairs.meta.json); run "
+                  f"python -m liquid_train.quickstart --out {args.out} first\n")
+    return args
 
 
 def run_dir(cfg: QuickstartConfig, spec: RunSpec, seed: int) -> str:
