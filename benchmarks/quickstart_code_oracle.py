@@ -53,7 +53,10 @@ def relabel(codes: np.ndarray, scenes, canon: Dict[str, int]) -> np.ndarray:
 
 
 def main(argv=None) -> int:
-    args = driver.run_benchmark_args(__doc__.splitlines()[0], 600, argv)
+    parser = driver.run_benchmark_parser(__doc__.splitlines()[0], 600)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--work", default=None, help="where the copy, runs and exports go (default: a temporary dir)")
+    args = driver.parse_run_benchmark_args(parser, argv)
     meta_path = os.path.join(args.out, "data", "pairs.meta.json")
     meta = json.load(open(meta_path))
     if meta["caption_tokens"]["min"] != meta["caption_tokens"]["max"]:

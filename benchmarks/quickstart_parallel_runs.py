@@ -6,7 +6,7 @@ Needs a quickstart output directory whose data stages are done (``python -m liqu
 builds it; any finished or partial run there is left alone: these runs go to a temporary directory).
 
 Usage: PYTHONPATH=. python benchmarks/quickstart_parallel_runs.py --out quickstart_out [--size qs-l] [--steps 100]
-(runs the two seeds 0 and 1; ``--seed``/``--work`` are not used)
+(the two runs are seeds 0 and 1)
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def _commands(cfg: QuickstartConfig, size: str, steps: int, root: str, tag: str)
 
 
 def main(argv=None) -> int:
-    args = driver.run_benchmark_args(__doc__.splitlines()[0], 100, argv)
+    args = driver.parse_run_benchmark_args(driver.run_benchmark_parser(__doc__.splitlines()[0], 100), argv)
     cores = available_cores()
     workers, threads = process_slots(cores, 2)
     cfg = QuickstartConfig(out=args.out)

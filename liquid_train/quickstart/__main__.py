@@ -31,10 +31,10 @@ from rich.markdown import Markdown
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from data_pipeline.threads import available_cores
 from data_pipeline.vq import load_vq_tokenizer
 from data_pipeline.vq.checkpoint import save_vqgan
 from data_pipeline.vq.model import VQGANConfig
-from data_pipeline.threads import available_cores
 from data_pipeline.vq.registry import REGISTRY
 from data_pipeline.vq_train import build_tiny_model, load_images_from_tars, train_vq
 from liquid_train.atomic import atomic_write_json, atomic_write_text
@@ -166,15 +166,17 @@ def _train_cmd(cfg: QuickstartConfig, spec: RunSpec, seed: int, base_cfg: str,
             f"checkpoint.save_interval={iters // 2}", "checkpoint.keep_last=2"]
 
 
-def run_benchmark_args(description: str, steps: int, argv=None) -> argparse.Namespace:
-    """``--out --size --steps`` of the benchmarks that train quickstart runs on a built output directory; a
-    directory without built data exits 2 with one line saying how to build it."""
+def run_benchmark_parser(description: str, steps: int) -> argparse.ArgumentParser:
+    """``--out --size --steps`` of the benchmarks that train quickstart runs on a built output directory."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--out", default="quickstart_out", help="a quickstart output directory with its data built")
     p.add_argument("--size", default="qs-l", choices=sorted(QUICKSTART_SIZES))
     p.add_argument("--steps", type=int, default=steps)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--work", default=None, help="where runs and copies go (default: a temporary directory)")
+    return p
+
+
+def parse_run_benchmark_args(p: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """Parse; a directory without built data exits 2 with one line saying how to build it."""
     args = p.parse_args(argv)
     if not os.path.exists(os.path.join(args.out, "data", "pairs.meta.json")):
         p.exit(2, f"{p.prog}: --out {args.out}: no built data (data/pairs.meta.json); run "
