@@ -30,17 +30,13 @@ from liquid_train.quickstart.config import QuickstartConfig
 from liquid_train.quickstart.console import QuickstartConsole
 from liquid_train.quickstart.evaluate import EvalConfig, build_eval_set, evaluate_exported, vq_ceiling
 from liquid_train.quickstart.plan import MIX_1_1_1, RunSpec
+from liquid_train.quickstart.probe import far_empty_cells
 from liquid_train.quickstart.report import attribute_mean
 from liquid_train.quickstart.scene import GRID
 from liquid_train.quickstart.synthetic import eval_scenes, sample_scenes
 from liquid_train.training.checkpoint import checkpoint_dir, iter_dirname
 
 CELLS = GRID * GRID
-
-
-def _far_from_shapes(scene, k: int) -> bool:
-    r, c = divmod(k, GRID)
-    return all(abs(r - a) > 1 or abs(c - b) > 1 for a, b in scene.cells())
 
 
 def relabel(codes: np.ndarray, scenes, canon: Dict[str, int]) -> np.ndarray:
@@ -68,9 +64,7 @@ def main(argv=None) -> int:
     scenes = sample_scenes(len(rows), 0)  # the order the synthetic stage wrote and the build kept
     far = collections.defaultdict(collections.Counter)
     for scene, row in zip(scenes, rows[:, -CELLS:]):
-        for k in range(CELLS):
-            if _far_from_shapes(scene, k):
-                far[scene.background][int(row[k])] += 1
+        far[scene.background].update(int(row[k]) for k in far_empty_cells(scene))
     canon = {bg: counts.most_common(1)[0][0] for bg, counts in far.items()}
     work = args.work or tempfile.mkdtemp(prefix="code_oracle_")
     oracle_out = os.path.join(work, "relabelled")
@@ -84,20 +78,19 @@ def main(argv=None) -> int:
     spec = RunSpec("oracle", args.size, tuple(MIX_1_1_1.items()))
     print(f"empty-cell codes per background: {canon}")
     for name, out in (("the encoder's codes", args.out), ("one code per background", oracle_out)):
+        tag = name.replace(" ", "_")
         cfg = QuickstartConfig(out=out)
         cfg.train_iters = args.steps
-        con = QuickstartConsole(os.path.join(work, name.replace(" ", "_")), driver.REPO, driver.CHILD_ENV)
-        run = os.path.join(work, "runs", name.replace(" ", "_"))
-        con.run(driver._train_cmd(cfg, spec, args.seed, os.path.join(driver.REPO, "configs", "quickstart", "base.yaml"),
-                                  run), "train")
-        hf = os.path.join(work, "exports", name.replace(" ", "_"))
-        con.run([sys.executable, os.path.join(driver.REPO, "tools", "convert_checkpoint.py"), "megatron-to-hf",
-                 "--ckpt", os.path.join(checkpoint_dir(run), iter_dirname(cfg.iters(spec))), "--out", hf,
-                 "--tokenizer-dir", os.path.join(out, "tokenizer")], "export")
+        con = QuickstartConsole(os.path.join(work, tag), driver.REPO, driver.CHILD_ENV)
+        run = os.path.join(work, "runs", tag)
+        con.run(driver._train_cmd(cfg, spec, args.seed, driver.base_config(), run), "train")
+        hf = os.path.join(work, "exports", tag)
+        con.run(driver.export_cmd(os.path.join(checkpoint_dir(run), iter_dirname(cfg.iters(spec))), hf,
+                                  os.path.join(out, "tokenizer")), "export")
         evalset = build_eval_set(vq, eval_scenes(48), meta["resolution"] // GRID)
         if out == oracle_out:
             evalset.codes = relabel(evalset.codes, evalset.scenes, canon)
-        scores = evaluate_exported(hf, vq, evalset, os.path.join(work, "eval", name.replace(" ", "_")), EvalConfig(),
+        scores = evaluate_exported(hf, vq, evalset, os.path.join(work, "eval", tag), EvalConfig(),
                                    (1.0,))
         t2i, i2t = scores["t2i"]["cfg1"], scores["i2t"]
         print(f"{name}: VQ round trip {attribute_mean(vq_ceiling(vq, evalset)):.3f}; {args.size} 1:1:1, "

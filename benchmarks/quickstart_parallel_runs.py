@@ -24,7 +24,7 @@ from liquid_train.quickstart.plan import MIX_1_1_1, RunSpec, process_slots
 def _commands(cfg: QuickstartConfig, size: str, steps: int, root: str, tag: str):
     spec = RunSpec(f"bench_{tag}", size, tuple(MIX_1_1_1.items()))
     cfg.train_iters = steps
-    base_cfg = os.path.join(driver.REPO, "configs", "quickstart", "base.yaml")
+    base_cfg = driver.base_config()
     jobs = []
     for seed in (0, 1):
         jobs.append((driver._train_cmd(cfg, spec, seed, base_cfg, os.path.join(root, tag, str(seed))),

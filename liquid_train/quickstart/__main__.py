@@ -194,10 +194,26 @@ def _done(path: str, iters: int) -> bool:
     return latest is not None and os.path.basename(latest) == iter_dirname(iters)
 
 
+def base_config() -> str:
+    """The quickstart's run template (``configs/quickstart/base.yaml``), which every run's command starts from."""
+    return _require("configs/quickstart/base.yaml", "quickstart run config")
+
+
+def converter() -> str:
+    return _require("tools/convert_checkpoint.py", "HF export (megatron-to-hf)")
+
+
+def export_cmd(ckpt: str, hf_dir: str, tokenizer_dir: str) -> List[str]:
+    """The real converter CLI: megatron checkpoint ``ckpt`` -> HF directory ``hf_dir``."""
+    convert = converter()
+    return [sys.executable, convert, "megatron-to-hf", "--ckpt", ckpt, "--out", hf_dir, "--tokenizer-dir",
+            tokenizer_dir]
+
+
 def stage_train(cfg: QuickstartConfig, con: QuickstartConsole, vocab_rows: int) -> None:
     """Every run of every seed; a finished run is reused, a partial one resumes. Runs train several at once, one
     per core, longest first (``plan.process_slots``), so the last to start are the shortest."""
-    base_cfg = _require("configs/quickstart/base.yaml", "quickstart run config")
+    base_cfg = base_config()
     todo = [(spec, seed) for seed in range(cfg.seeds) for spec in cfg.specs
             if not _done(run_dir(cfg, spec, seed), cfg.iters(spec))]
     todo.sort(key=lambda job: -job[0].cost(cfg.iters(job[0]), cfg.seq_length, vocab_rows))
@@ -229,7 +245,7 @@ def stage_export_sample(cfg: QuickstartConfig, con: QuickstartConsole, cell: int
     """Each mixed run's final checkpoint -> HF dir (the real converter CLI) -> T2I at every guidance scale and I2T;
     its mid-run checkpoint -> T2I at the answer scale (the accuracy-vs-loss points); one grid by ``tools/sample.py``.
     Returns {"accuracy": run -> scores, "ceiling": VQ round-trip scores, "points": accuracy-vs-loss points}."""
-    convert = _require("tools/convert_checkpoint.py", "HF export (megatron-to-hf)")
+    converter()  # a checkout without the converter fails here, before any scoring
     sample = _require("tools/sample.py", "T2I / I2T sampling")
     ecfg = EvalConfig(num_scenes=cfg.eval_scenes)
     scenes = eval_scenes(ecfg.num_scenes)
@@ -254,10 +270,8 @@ def stage_export_sample(cfg: QuickstartConfig, con: QuickstartConsole, cell: int
     for spec, seed, when in jobs:
         step, hf_dir = where(spec, seed, when)
         if not os.path.exists(os.path.join(hf_dir, "config.json")):
-            exports.append(([sys.executable, convert, "megatron-to-hf", "--ckpt",
-                             os.path.join(checkpoint_dir(run_dir(cfg, spec, seed)), iter_dirname(step)),
-                             "--out", hf_dir, "--tokenizer-dir", os.path.join(cfg.out, "tokenizer")],
-                            f"export_{os.path.basename(hf_dir)}"))
+            exports.append((export_cmd(os.path.join(checkpoint_dir(run_dir(cfg, spec, seed)), iter_dirname(step)),
+                                       hf_dir, os.path.join(cfg.out, "tokenizer")), f"export_{os.path.basename(hf_dir)}"))
     workers, threads = process_slots(available_cores(), len(exports))
     con.run_parallel(exports, workers, "export", env={"OMP_NUM_THREADS": str(threads)})
     for spec, seed, when in con.progress(jobs, "score"):

@@ -97,6 +97,13 @@ def mutual_information(a: Sequence, b: Sequence) -> float:
     return float(np.sum(joint[nz] * np.log(joint[nz] / outer[nz])))
 
 
+def far_empty_cells(scene: Scene) -> List[int]:
+    """Raster indices of the cells of ``scene`` with no shape in their 3x3 neighbourhood (plain background)."""
+    cells = scene.cells()
+    return [r * GRID + c for r in range(GRID) for c in range(GRID)
+            if all(abs(r - a) > 1 or abs(c - b) > 1 for a, b in cells)]
+
+
 def empty_cell_leak(scenes: Sequence[Scene], codes: np.ndarray) -> Dict[str, float]:
     """What the codes of empty cells far from every shape (no shape in their 3x3 neighbourhood) say about the scene.
 
@@ -112,18 +119,13 @@ def empty_cell_leak(scenes: Sequence[Scene], codes: np.ndarray) -> Dict[str, flo
     far_codes: List[int] = []
     far_scenes: List[Scene] = []
     empty_codes, shape_codes = set(), set()
-    for scene, grid in zip(scenes, np.asarray(codes).reshape(len(scenes), GRID, GRID)):
-        cells = set(scene.cells())
-        for r in range(GRID):
-            for c in range(GRID):
-                code = int(grid[r, c])
-                if (r, c) in cells:
-                    shape_codes.add(code)
-                    continue
-                empty_codes.add(code)
-                if not any(abs(r - a) <= 1 and abs(c - b) <= 1 for a, b in cells):
-                    far_codes.append(code)
-                    far_scenes.append(scene)
+    for scene, row in zip(scenes, np.asarray(codes).reshape(len(scenes), GRID * GRID)):
+        shapes = {r * GRID + c for r, c in scene.cells()}
+        shape_codes.update(int(row[k]) for k in shapes)
+        empty_codes.update(int(row[k]) for k in range(GRID * GRID) if k not in shapes)
+        for k in far_empty_cells(scene):
+            far_codes.append(int(row[k]))
+            far_scenes.append(scene)
     out: Dict[str, float] = {"far_cells": len(far_codes), "far_codes": len(set(far_codes)),
                              "empty_codes": len(empty_codes), "shape_codes": len(shape_codes)}
     for attr in ("colour", "count", "position"):

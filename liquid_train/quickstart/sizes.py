@@ -24,16 +24,18 @@ FAMILY = "qwen2.5"
 BASE_SIZE = "tiny"
 
 
-def arch_overrides(size: str) -> List[str]:
-    """Config overrides that train quickstart size ``size`` (``qs-s`` / ``qs-m`` / ``qs-l``)."""
+def _shape(size: str) -> dict:
     if size not in QUICKSTART_SIZES:
         raise ValueError(f"quickstart size {size!r}; known: {sorted(QUICKSTART_SIZES)}")
-    fields = dict(QUICKSTART_SIZES[size], size=size)
+    return QUICKSTART_SIZES[size]
+
+
+def arch_overrides(size: str) -> List[str]:
+    """Config overrides that train quickstart size ``size`` (``qs-s`` / ``qs-m`` / ``qs-l``)."""
+    fields = dict(_shape(size), size=size)
     return [f"model.family={FAMILY}", f"model.size={BASE_SIZE}", *(f"model.arch.{k}={v}" for k, v in fields.items())]
 
 
 def size_arch(size: str) -> ModelArch:
     """The architecture the trainer builds for quickstart size ``size`` (the family's tiny shape, overridden)."""
-    if size not in QUICKSTART_SIZES:
-        raise ValueError(f"quickstart size {size!r}; known: {sorted(QUICKSTART_SIZES)}")
-    return replace(get_model_arch(FAMILY, BASE_SIZE), size=size, **QUICKSTART_SIZES[size])
+    return replace(get_model_arch(FAMILY, BASE_SIZE), size=size, **_shape(size))
