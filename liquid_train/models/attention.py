@@ -6,9 +6,13 @@ is the contract Transformer Engine's fused attention implements on GPUs (``atten
 layer spec, nothing of ours); the two backends here implement the same contract for what TE cannot do (Gemma 2's
 logit soft-capping) and for machines without TE:
 
-* :class:`LocalCoreAttention` (``local``): exact attention one segment at a time (causal, optional sliding window,
-  optional tanh soft-capping in fp32). It is the reference every other backend is tested against, and the CPU
-  backend. It never builds a mask across segments; per segment it builds at most that segment's own window mask.
+* :class:`LocalCoreAttention` (``local``): exact attention (causal, optional sliding window, optional tanh
+  soft-capping in fp32), the CPU backend and the reference the others are tested against (itself tested against
+  each segment attended alone). Segments of up to 128 positions are gathered into chunks (one packed row each,
+  when rows of equal length are laid end to end) and attended in one call under a mask that keeps every segment
+  to itself; longer segments are attended one call each (:func:`thd_layout`). One call per short segment made a
+  small model's CPU step 1.2x slower (``benchmarks/packed_attention.py``). Masks and scores are at most
+  ``[chunks, size, size]`` or one segment's square, never ``[t, t]``.
 * :class:`FlexCoreAttention` (``flex``): torch FlexAttention with a ``BlockMask`` for documents, causality and the
   window and a ``score_mod`` for the soft-cap, so no ``[s, s]`` score matrix is ever materialised. Compiled on GPUs.
   FlexAttention has no CPU backward: on CPU it serves evaluation and sampling, and training there is refused up
@@ -19,6 +23,7 @@ Which layers use the sliding window comes from the config (:func:`window_for_lay
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -103,7 +108,7 @@ class LocalCoreAttention(_CoreAttentionBase):
     def forward(self, query, key, value, attention_mask, attn_mask_type=None, attention_bias=None,
                 packed_seq_params=None):
         if packed_seq_params is not None and packed_seq_params.qkv_format == "thd":
-            return self._forward_thd(query, key, value, segment_bounds(packed_seq_params))
+            return self._forward_thd(query, key, value, packed_seq_params)
         sq, b, np_, hn = query.shape
         sk = key.size(0)
         q, k, v = (x.permute(1, 2, 0, 3) for x in (query, key, value))  # [b, heads, s, d]
@@ -116,19 +121,113 @@ class LocalCoreAttention(_CoreAttentionBase):
         ctx = self._attend(q, k, v, allowed)
         return ctx.permute(2, 0, 1, 3).reshape(sq, b, np_ * hn)
 
-    def _forward_thd(self, query, key, value, cu_seqlens):
+    def _forward_thd(self, query, key, value, packed_seq_params):
+        """Short segments in one kernel call, long ones one call each (:func:`thd_layout`): the short ones are
+        gathered into ``[chunks, heads, size, d]`` and attended under a mask that keeps each segment causal and to
+        itself; a long one runs causal on its own, where a masked square would cost more than its call does."""
         t, np_, hn = query.shape
-        bounds = cu_seqlens.tolist()  # reference path: segment lengths on the host
-        out = query.new_empty(t, np_, hn)
-        for lo, hi in zip(bounds[:-1], bounds[1:]):
-            if hi <= lo:
-                continue
-            q, k, v = (x[lo:hi].permute(1, 0, 2).unsqueeze(0) for x in (query, key, value))  # [1, heads, n, d]
+        layout = thd_layout(packed_seq_params, t, self.window, query.device)
+        parts = []
+        if layout.chunks:
+            q, k, v = (x.index_select(0, layout.gather).view(layout.chunks, layout.size, x.size(1), hn)
+                       .transpose(1, 2) for x in (query, key, value))  # [chunks, heads, size, d]
+            parts.append(self._attend(q, k, v, layout.allowed).transpose(1, 2).reshape(-1, np_, hn))
+        for lo, hi in layout.alone:
+            q, k, v = (x[lo:hi].transpose(0, 1).unsqueeze(0) for x in (query, key, value))  # [1, heads, n, d]
             n = hi - lo
             allowed = None if self.window is None or n <= self.window else \
                 _causal_window(n, n, self.window, query.device)[None, None]
-            out[lo:hi] = self._attend(q, k, v, allowed)[0].permute(1, 0, 2)
-        return out.reshape(t, np_ * hn)
+            parts.append(self._attend(q, k, v, allowed)[0].transpose(0, 1))
+        ctx = parts[0] if len(parts) == 1 else torch.cat(parts)
+        if layout.slot is not None:
+            ctx = ctx.index_select(0, layout.slot)
+        return ctx.reshape(t, np_ * hn)
+
+
+CHUNKED_SEGMENT_MAX = 128
+"""Segments up to this length are attended together in chunks, longer ones one call each. Measured with
+``benchmarks/packed_attention.py`` (1 thread, fp32): 27 segments of 20-70 positions (the quickstart's rows of 128)
+took 11.5 ms forward + backward one call each and 5.4 ms chunked; segments of 50-400 positions took 125 ms one call
+each and 197 ms chunked into squares of 512, where the mask costs the causal kernel's skipped half and padding."""
+
+
+@dataclass(frozen=True)
+class THDLayout:
+    """How the local backend attends a packed THD stream of ``t`` positions.
+
+    ``gather`` [chunks * size]: the stream position each chunk slot reads (empty slots read position 0, masked);
+    ``allowed`` [chunks, 1, size, size]: True where a query may attend (same segment, causal, within the window;
+    an empty slot sees only itself, so no softmax row is empty); ``alone``: (start, end) of each segment attended on
+    its own; ``slot`` [t]: where each position's output sits in the chunk slots followed by the lone segments
+    (None when that is the stream order already)."""
+    chunks: int
+    size: int
+    gather: Optional[torch.Tensor]
+    allowed: Optional[torch.Tensor]
+    alone: tuple
+    slot: Optional[torch.Tensor]
+
+
+def thd_layout(packed_seq_params, total: int, window: Optional[int], device) -> THDLayout:
+    """The layout of a packed micro-batch, built once on the host and cached on its ``PackedSeqParams`` (every
+    layer of the micro-batch reuses it). Segments of at most :data:`CHUNKED_SEGMENT_MAX` positions keep their
+    order and fill chunks of ``size`` = the longest of them rounded up to a power of two, so rows of equal length
+    laid end to end become one chunk each; longer segments are attended alone."""
+    key = ("liquid_thd_layout", window, total)
+    cache = getattr(packed_seq_params, "_liquid_cache", None)
+    if cache is not None and key in cache:
+        return cache[key]
+    bounds = [min(max(int(b), 0), total) for b in segment_bounds(packed_seq_params).tolist()]
+    if bounds and bounds[-1] < total:  # positions past the last boundary: one more segment
+        bounds.append(total)
+    segments = [(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+    short = [(lo, hi) for lo, hi in segments if hi - lo <= CHUNKED_SEGMENT_MAX]
+    alone = tuple((lo, hi) for lo, hi in segments if hi - lo > CHUNKED_SEGMENT_MAX)
+    size = 1 << (max(hi - lo for lo, hi in short) - 1).bit_length() if short else 0
+    gather, doc, offset = [], [], []
+    fill = size
+    for index, (lo, hi) in enumerate(short):
+        if fill + hi - lo > size:  # start a new chunk, padding the last one
+            gather.extend([-1] * (size - fill) if gather else [])
+            fill = 0
+        gather.extend(range(lo, hi))
+        doc.extend([index] * (hi - lo))
+        offset.extend(range(hi - lo))
+        fill += hi - lo
+    if short:
+        gather.extend([-1] * (size - fill))
+    chunks = len(gather) // size if size else 0
+    slot = [0] * total
+    for i, position in enumerate(gather):
+        if position >= 0:
+            slot[position] = i
+    base = len(gather)
+    for lo, hi in alone:
+        slot[lo:hi] = range(base, base + hi - lo)
+        base += hi - lo
+    gather_t = allowed = None
+    if chunks:
+        gather_t = torch.tensor(gather, dtype=torch.long)
+        empty = gather_t < 0
+        doc_t = torch.full((chunks * size,), -1, dtype=torch.long)
+        doc_t[~empty] = torch.tensor(doc, dtype=torch.long)
+        pos_t = torch.zeros(chunks * size, dtype=torch.long)
+        pos_t[~empty] = torch.tensor(offset, dtype=torch.long)
+        doc_t, pos_t = doc_t.view(chunks, size), pos_t.view(chunks, size)
+        allowed = (doc_t[:, :, None] == doc_t[:, None, :]) & (doc_t[:, :, None] >= 0) & \
+            (pos_t[:, None, :] <= pos_t[:, :, None])
+        if window is not None:
+            allowed = allowed & (pos_t[:, :, None] - pos_t[:, None, :] < window)
+        allowed = allowed | (empty.view(chunks, size)[:, :, None] & torch.eye(size, dtype=torch.bool)[None])
+        gather_t, allowed = gather_t.clamp(min=0).to(device), allowed[:, None].to(device)
+    in_order = base == total and slot == list(range(total))  # no empty slots, stream order
+    layout = THDLayout(chunks, size, gather_t, allowed, alone,
+                       None if in_order else torch.tensor(slot, dtype=torch.long, device=device))
+    if cache is None:
+        cache = {}
+        setattr(packed_seq_params, "_liquid_cache", cache)
+    cache[key] = layout
+    return layout
 
 
 def _causal_window(sq: int, sk: int, window: Optional[int], device) -> torch.Tensor:
