@@ -61,3 +61,24 @@ def test_run_parallel_failure_stops_new_jobs_and_names_the_log(tmp_path):
     assert "slow" in spans  # the job already running was let finish (its checkpoint is whole)
     assert "never" not in spans  # nothing new started after the failure
     assert os.path.exists(tmp_path / "out" / "logs" / "bad.log")
+
+
+def test_one_output_directory_holds_one_schedule(tmp_path):
+    """Runs are reused by name, so a directory of 300-step runs refuses a 600-step study (and says where to go),
+    while the same schedule is taken again; a directory of runs made before the record holds the default."""
+    from liquid_train.quickstart.__main__ import main, schedule_clash
+    from liquid_train.quickstart.config import QuickstartConfig
+
+    cfg = QuickstartConfig(out=str(tmp_path / "qs"))
+    os.makedirs(cfg.out)
+    assert schedule_clash(cfg) is None
+    assert json.load(open(tmp_path / "qs" / "schedule.json")) == {"steps": 300, "short": False}
+    assert schedule_clash(cfg) is None
+    cfg.train_iters = 600
+    message = schedule_clash(cfg)
+    assert "holds 300-step runs" in message and "600-step" in message and cfg.out in message
+    legacy = QuickstartConfig(out=str(tmp_path / "old"), train_iters=600)
+    os.makedirs(os.path.join(legacy.out, "runs"))
+    assert "holds 300-step runs" in schedule_clash(legacy)
+    assert main(["--out", cfg.out, "--steps", "600"]) == 2
+    assert main(["--out", cfg.out, "--steps", "4"]) == 2

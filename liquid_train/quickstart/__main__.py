@@ -1,4 +1,4 @@
-"""``python -m liquid_train.quickstart [--out DIR] [--short] [--seeds N]``: the whole system end to end on a CPU.
+"""``python -m liquid_train.quickstart [--out DIR] [--short] [--seeds N] [--steps N]``: the system end to end on CPU.
 
 Stages (each timed; each reuses its output on a rerun):
   1. synthetic image-text pairs (img2dataset-style tars) + templated text corpus
@@ -184,6 +184,28 @@ def parse_run_benchmark_args(p: argparse.ArgumentParser, argv=None) -> argparse.
     return args
 
 
+def schedule_clash(cfg: QuickstartConfig) -> Optional[str]:
+    """Why ``cfg.out`` cannot take this run's schedule, or None (and the schedule is recorded there).
+
+    Runs are reused and resumed by name, so one output directory holds one schedule: a 300-step run must not be
+    resumed as a 600-step one (its learning-rate schedule ended at 300). ``schedule.json`` records the steps and
+    whether the directory is ``--short``; a directory with runs but no record holds the default schedule."""
+    path = os.path.join(cfg.out, "schedule.json")
+    mine = {"steps": cfg.train_iters, "short": cfg.short}
+    if os.path.exists(path):
+        with open(path) as f:
+            theirs = json.load(f)
+    elif os.path.isdir(os.path.join(cfg.out, "runs")):
+        theirs = {"steps": QuickstartConfig.train_iters, "short": cfg.short}
+    else:
+        theirs = mine
+    if theirs != mine:
+        what = lambda s: "--short" if s["short"] else f"{s['steps']}-step"  # noqa: E731
+        return (f"--out {cfg.out} holds {what(theirs)} runs ({path}); give this {what(mine)} run another --out")
+    atomic_write_json(path, mine)
+    return None
+
+
 def run_dir(cfg: QuickstartConfig, spec: RunSpec, seed: int) -> str:
     return os.path.join(os.path.abspath(cfg.out), "runs", spec.run_name(seed))
 
@@ -345,14 +367,26 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, default=1,
                    help="train every run with this many seeds (data order and init); answers need >= 2 for an "
                         "interval (the full study: --seeds 3)")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"steps of each 1:1:1 and text-only run; the 1:2:1 / 1:1:2 runs train 4/3 of them (default "
+                        f"{QuickstartConfig.train_iters}, the 12-minute quickstart; the long study: --steps 600)")
     args = p.parse_args(argv)
     if args.seeds < 1:
         print("quickstart: --seeds must be >= 1", file=sys.stderr)
         return 2
+    if args.steps is not None and args.steps < 8:
+        print("quickstart: --steps must be >= 8 (validation at every quarter, checkpoints at the half)", file=sys.stderr)
+        return 2
     cfg = QuickstartConfig(out=args.out, seeds=args.seeds)
     if args.short:
         cfg.shorten()
+    if args.steps is not None:
+        cfg.train_iters = args.steps
     os.makedirs(cfg.out, exist_ok=True)
+    clash = schedule_clash(cfg)
+    if clash:
+        print(f"quickstart: {clash}", file=sys.stderr)
+        return 2
     con = QuickstartConsole(cfg.out, REPO, CHILD_ENV)
     vq_cfg = VQGANConfig(**REGISTRY["chameleon-vqgan-tiny"].params)
     cell = vq_cfg.downsample_factor
