@@ -174,8 +174,8 @@ def thd_layout(packed_seq_params, total: int, window: Optional[int], device) -> 
     order and fill chunks of ``size`` = the longest of them rounded up to a power of two, so rows of equal length
     laid end to end become one chunk each; longer segments are attended alone."""
     key = ("liquid_thd_layout", window, total)
-    cache = getattr(packed_seq_params, "_liquid_cache", None)
-    if cache is not None and key in cache:
+    cache = micro_batch_cache(packed_seq_params)
+    if key in cache:
         return cache[key]
     bounds = [min(max(int(b), 0), total) for b in segment_bounds(packed_seq_params).tolist()]
     if bounds and bounds[-1] < total:  # positions past the last boundary: one more segment
@@ -223,11 +223,18 @@ def thd_layout(packed_seq_params, total: int, window: Optional[int], device) -> 
     in_order = base == total and slot == list(range(total))  # no empty slots, stream order
     layout = THDLayout(chunks, size, gather_t, allowed, alone,
                        None if in_order else torch.tensor(slot, dtype=torch.long, device=device))
+    cache[key] = layout
+    return layout
+
+
+def micro_batch_cache(packed_seq_params) -> dict:
+    """A dict kept on a micro-batch's ``PackedSeqParams``: what every layer derives from the segment boundaries
+    (the local layout, the flex block mask) is built by the first layer and reused by the rest."""
+    cache = getattr(packed_seq_params, "_liquid_cache", None)
     if cache is None:
         cache = {}
         setattr(packed_seq_params, "_liquid_cache", cache)
-    cache[key] = layout
-    return layout
+    return cache
 
 
 def _causal_window(sq: int, sk: int, window: Optional[int], device) -> torch.Tensor:
@@ -278,8 +285,8 @@ class FlexCoreAttention(_CoreAttentionBase):
     def _block_mask(self, doc: Optional[torch.Tensor], total: int, device, cache_on=None):
         window = self.window
         key = ("liquid_block_mask", window, total)
-        cache = getattr(cache_on, "_liquid_cache", None) if cache_on is not None else None
-        if cache is not None and key in cache:
+        cache = micro_batch_cache(cache_on) if cache_on is not None else {}
+        if key in cache:
             return cache[key]
 
         def mask_mod(b, h, q_idx, kv_idx):
@@ -291,11 +298,7 @@ class FlexCoreAttention(_CoreAttentionBase):
             return keep
 
         mask = create_block_mask(mask_mod, 1, None, total, total, device=device)
-        if cache_on is not None:
-            if cache is None:
-                cache = {}
-                setattr(cache_on, "_liquid_cache", cache)
-            cache[key] = mask
+        cache[key] = mask
         return mask
 
     def _score_mod(self):

@@ -369,13 +369,14 @@ def main(argv=None) -> int:
                         "interval (the full study: --seeds 3)")
     p.add_argument("--steps", type=int, default=None,
                    help=f"steps of each 1:1:1 and text-only run; the 1:2:1 / 1:1:2 runs train 4/3 of them (default "
-                        f"{QuickstartConfig.train_iters}, the 12-minute quickstart; the long study: --steps 600)")
+                        f"{QuickstartConfig.train_iters}, the 12-minute quickstart; the long study: --steps 800)")
     args = p.parse_args(argv)
     if args.seeds < 1:
         print("quickstart: --seeds must be >= 1", file=sys.stderr)
         return 2
     if args.steps is not None and args.steps < 8:
-        print("quickstart: --steps must be >= 8 (validation at every quarter, checkpoints at the half)", file=sys.stderr)
+        print("quickstart: --steps must be >= 8 (validation at every quarter, checkpoints at the half)",
+              file=sys.stderr)
         return 2
     cfg = QuickstartConfig(out=args.out, seeds=args.seeds)
     if args.short:
