@@ -55,18 +55,20 @@ def per_segment(module: LocalCoreAttention, q, k, v, bounds) -> torch.Tensor:
 
 
 def measure(fn, q, k, v, weights, repeats: int):
-    """Seconds per forward + backward call (after one warm-up), and the last call's output and gradients."""
-    for _ in range(2):
+    """Seconds per forward + backward call (after one warm-up call), and the last call's output and gradients."""
+
+    def call():
         for x in (q, k, v):
             x.grad = None
-        start = time.perf_counter()
-        for _ in range(repeats):
-            for x in (q, k, v):
-                x.grad = None
-            out = fn(q, k, v)
-            (out * weights).sum().backward()
-        seconds = (time.perf_counter() - start) / repeats
-    return seconds, out.detach(), [x.grad.clone() for x in (q, k, v)]
+        out = fn(q, k, v)
+        (out * weights).sum().backward()
+        return out
+
+    call()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        out = call()
+    return (time.perf_counter() - start) / repeats, out.detach(), [x.grad.clone() for x in (q, k, v)]
 
 
 def run_layout(name: str, spec: dict, repeats: int) -> tuple:
