@@ -1,12 +1,13 @@
 """``python -m liquid_train.testing.memory_run DIR``: one process trains a small model on CPU for a few steps and
 prints (as JSON) its measured peak memory next to the planner's prediction for the same model and layout.
 
-Measured: the process's peak RSS during the trainer's build and three steps, less its RSS just before (fp32
-gradient buffers, Adam state, activations, and the weights' share the planner counts). The kernel's high-water
-mark is reset first (``/proc/self/clear_refs``): ``ru_maxrss`` only grows, so a transient peak from an earlier stage
-(data set-up, model init) would hide part of the growth, and that was seen as a 20% under-count on CI. Run with ``MALLOC_MMAP_THRESHOLD_`` set low so
-freed buffers go back to the system: glibc's heap otherwise keeps them, and RSS would measure the allocator's
-history instead of live memory. Predicted: :func:`liquid_train.planning.plan` with the kernels of the built model
+Measured: the process's peak RSS from just before the trainer is built to the end of the third step, less its RSS
+at that start (weights, fp32 gradient buffers, Adam state, activations). The kernel's high-water mark is reset at
+the start (``/proc/self/clear_refs``) because ``ru_maxrss`` only grows: a transient peak from an earlier stage
+(data set-up, model init) would hide part of the growth; that is the likely cause of one CI run measuring 857 MiB
+where the dev box measures 1052 (not reproduced here). Run with ``MALLOC_MMAP_THRESHOLD_`` set low so freed
+buffers go back to the system: glibc's heap otherwise keeps them, and RSS would measure the allocator's history
+instead of live memory. Predicted: :func:`liquid_train.planning.plan` with the kernels of the built model
 (``accounting.kernels_of``), fp32, the plain (non-distributed) optimizer, no reserve.
 """
 from __future__ import annotations
