@@ -1,23 +1,25 @@
 """``python -m liquid_train.testing.memory_run DIR``: one process trains a small model on CPU for a few steps and
 prints (as JSON) its measured peak memory next to the planner's prediction for the same model and layout.
 
-Measured: the process's peak RSS from just before the trainer is built to the end of the third step, less its RSS
-at that start (weights, fp32 gradient buffers, Adam state, activations). The kernel's high-water mark is reset at
-the start (``/proc/self/clear_refs``) because ``ru_maxrss`` only grows: a transient peak from an earlier stage
-(data set-up, model init) would hide part of the growth; that is the likely cause of one CI run measuring 857 MiB
-where the dev box measures 1052 (not reproduced here). Run with ``MALLOC_MMAP_THRESHOLD_`` set low so freed
-buffers go back to the system: glibc's heap otherwise keeps them, and RSS would measure the allocator's history
-instead of live memory. Predicted: :func:`liquid_train.planning.plan` with the kernels of the built model
-(``accounting.kernels_of``), fp32, the plain (non-distributed) optimizer, no reserve.
+Measured: the model's weights (its parameter and buffer storages, alive throughout) plus the peak of live tensor
+bytes from the trainer's build to the end of the third step (fp32 gradient buffers, Adam state, activations and the
+backward's temporaries), counted by :class:`LiveTensorBytes`, a dispatch mode that adds every new tensor storage and
+subtracts it when it is freed. So the number is the tensors' own and the same on every machine. It used to be the
+growth of the process's peak RSS, which also counts what the C libraries allocate and keep, and left the weights
+out: one CI machine measured 857 MiB where the dev box measures 1052. Predicted: :func:`liquid_train.planning.plan`
+with the kernels of the built model (``accounting.kernels_of``), fp32, the plain (non-distributed) optimizer, no
+reserve.
 """
 from __future__ import annotations
 
 import json
 import os
-import re
 import sys
+import weakref
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from liquid_train.accounting import kernels_of
 from liquid_train.parallel import destroy_parallel, initialize_parallel
@@ -33,24 +35,34 @@ SHAPE = dict(hidden_size=512, num_layers=8, ffn_hidden_size=2048, num_attention_
 SEQ, BATCH = 256, 4
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        return int(re.search(rf"^{field}:\s+(\d+) kB", status.read(), re.M).group(1))
+class LiveTensorBytes(TorchDispatchMode):
+    """``with LiveTensorBytes() as live:`` ... ``live.peak``: the most bytes of tensor storage alive at once among the
+    storages created inside the block (a storage counts once, however many views it has; a view or an in-place
+    result shares an input's storage and adds nothing)."""
 
+    def __init__(self):
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+        self._sizes = {}
 
-def reset_peak_rss() -> int:
-    """Reset the kernel's peak-RSS mark to the current RSS and return that RSS in bytes (Linux 4.0+)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as clear_refs:
-            clear_refs.write("5")
-    except OSError as error:
-        raise SystemExit(f"memory_run: cannot reset the peak RSS through /proc/self/clear_refs ({error}); "
-                         "run on Linux 4.0 or newer with a writable /proc") from error
-    return _status_kib("VmRSS") * 1024
+    def _freed(self, key: int) -> None:
+        self.live -= self._sizes.pop(key)
 
-
-def peak_rss() -> int:
-    return _status_kib("VmHWM") * 1024
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+        for tensor in tree_leaves(out):
+            if not isinstance(tensor, torch.Tensor):
+                continue
+            storage = tensor.untyped_storage()
+            key, size = id(storage), storage.nbytes()
+            if size and key not in self._sizes and storage.data_ptr() not in inputs:  # a view or in-place: no new bytes
+                self._sizes[key] = size
+                self.live += size
+                self.peak = max(self.peak, self.live)
+                weakref.finalize(storage, self._freed, key)
+        return out
 
 
 def main(root: str) -> dict:
@@ -63,11 +75,14 @@ def main(root: str) -> dict:
     try:
         model = default_model_provider(cfg)
         batch = next(data_adapter.build(cfg, model.vocab).train_iterator(0, BATCH, 0, 1))
-        base = reset_peak_rss()
-        module = TrainModule(cfg, model)
-        for _ in range(3):
-            module.train_step([batch])
-        measured = peak_rss() - base
+        with LiveTensorBytes() as live:
+            module = TrainModule(cfg, model)
+            for _ in range(3):
+                module.train_step([batch])
+        built = [chunk.module for chunk in module.model]  # inside megatron's DDP, whose ``buffers`` is a list
+        weights = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
+                   for m in built for t in [*m.parameters(), *m.buffers()]}
+        measured = sum(weights.values()) + live.peak
         kernels = kernels_of(module.model[0].config)
     finally:
         destroy_parallel()
