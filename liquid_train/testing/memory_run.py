@@ -3,23 +3,20 @@ prints (as JSON) its measured peak memory next to the planner's prediction for t
 
 Measured: the model's weights (its parameter and buffer storages, alive throughout) plus the peak of live tensor
 bytes from the trainer's build to the end of the third step (fp32 gradient buffers, Adam state, activations and the
-backward's temporaries), counted by :class:`LiveTensorBytes`, a dispatch mode that adds every new tensor storage and
-subtracts it when it is freed. So the number is the tensors' own and the same on every machine. It used to be the
-growth of the process's peak RSS, which also counts what the C libraries allocate and keep, and left the weights
-out: one CI machine measured 857 MiB where the dev box measures 1052. Predicted: :func:`liquid_train.planning.plan`
-with the kernels of the built model (``accounting.kernels_of``), fp32, the plain (non-distributed) optimizer, no
-reserve.
+backward's temporaries), counted by ``memory_probe.LiveTensorBytes``, a dispatch mode that adds every new tensor
+storage and subtracts it when it is freed. So the number is the tensors' own and the same on every machine. It used
+to be the growth of the process's peak RSS, which also counts what the C libraries allocate and keep, and left the
+weights out: one CI machine measured 857 MiB where the dev box measures 1052. Predicted:
+:func:`liquid_train.planning.plan` with the kernels of the built model (``accounting.kernels_of``), fp32, the plain
+(non-distributed) optimizer, no reserve.
 """
 from __future__ import annotations
 
 import json
 import os
 import sys
-import weakref
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
 from liquid_train.accounting import kernels_of
 from liquid_train.parallel import destroy_parallel, initialize_parallel
@@ -27,42 +24,13 @@ from liquid_train.planning.planner import Layout, plan
 from liquid_train.testing.runs import ensure_tiny_run_data, tiny_run_overrides
 from liquid_train.training import load_config
 from liquid_train.training import data_adapter
+from liquid_train.training.memory_probe import LiveTensorBytes, storage_bytes
 from liquid_train.training.providers import default_model_provider
 from liquid_train.training.train_module import TrainModule
 
 SHAPE = dict(hidden_size=512, num_layers=8, ffn_hidden_size=2048, num_attention_heads=8, num_query_groups=4,
              head_dim=64)
 SEQ, BATCH = 256, 4
-
-
-class LiveTensorBytes(TorchDispatchMode):
-    """``with LiveTensorBytes() as live:`` ... ``live.peak``: the most bytes of tensor storage alive at once among the
-    storages created inside the block (a storage counts once, however many views it has; a view or an in-place
-    result shares an input's storage and adds nothing)."""
-
-    def __init__(self):
-        super().__init__()
-        self.live = 0
-        self.peak = 0
-        self._sizes = {}
-
-    def _freed(self, key: int) -> None:
-        self.live -= self._sizes.pop(key)
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        inputs = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
-        for tensor in tree_leaves(out):
-            if not isinstance(tensor, torch.Tensor):
-                continue
-            storage = tensor.untyped_storage()
-            key, size = id(storage), storage.nbytes()
-            if size and key not in self._sizes and storage.data_ptr() not in inputs:  # a view or in-place: no new bytes
-                self._sizes[key] = size
-                self.live += size
-                self.peak = max(self.peak, self.live)
-                weakref.finalize(storage, self._freed, key)
-        return out
 
 
 def main(root: str) -> dict:
@@ -80,9 +48,7 @@ def main(root: str) -> dict:
             for _ in range(3):
                 module.train_step([batch])
         built = [chunk.module for chunk in module.model]  # inside megatron's DDP, whose ``buffers`` is a list
-        weights = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
-                   for m in built for t in [*m.parameters(), *m.buffers()]}
-        measured = sum(weights.values()) + live.peak
+        measured = storage_bytes(t for m in built for t in [*m.parameters(), *m.buffers()]) + live.peak
         kernels = kernels_of(module.model[0].config)
     finally:
         destroy_parallel()
